@@ -1,0 +1,191 @@
+"""Human in the loop. `propose` (read-only) turns the model's mutation tool calls
+into the exact messages to show; `approval` is the only place `interrupt()` is
+called. On approve it records the approval and injects its id into the tool
+calls; on reject every pending call gets a rejection and nothing is enqueued.
+
+`approval` re-runs from the top on resume, so nothing before `interrupt()` has
+side effects, and what is approved is the stored proposal, never a re-read."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command, interrupt
+
+from app.graph.deps import GraphDeps
+from app.graph.state import ApprovalGroup, ChatState, Decision, Proposal, ProposedAction
+from app.graph.tools import MUTATION_TOOLS, dumps
+from app.jobs.models import JobStatus, JobType
+from app.mail import mirror_reads
+from app.mail.clean import CLEAN_FOLDER, assess_for_clean
+from app.mail.mirror_reads import EmailRef, EmailRow
+
+HIGH_CONFIDENCE = 0.9
+HIGH_GROUP_SIZE = 100
+LOW_GROUP_SIZE = 10
+
+
+def group_cards(cards: Sequence[dict[str, Any]]) -> list[ApprovalGroup]:
+    """SPEC §8: ≤100 per group at ≥90% confidence; ≤10 below, with body previews."""
+    high = [c for c in cards if c.get("confidence", 1.0) >= HIGH_CONFIDENCE]
+    low = [c for c in cards if c.get("confidence", 1.0) < HIGH_CONFIDENCE]
+    groups: list[ApprovalGroup] = []
+    for i in range(0, len(high), HIGH_GROUP_SIZE):
+        chunk = high[i : i + HIGH_GROUP_SIZE]
+        groups.append({"band": "high", "title": f"High confidence ({len(chunk)})", "messages": chunk})
+    for i in range(0, len(low), LOW_GROUP_SIZE):
+        chunk = low[i : i + LOW_GROUP_SIZE]
+        groups.append({"band": "low", "title": f"Please check: lower confidence ({len(chunk)})", "messages": chunk})
+    return groups
+
+
+def _card(row: EmailRow, confidence: float, **extra: Any) -> dict[str, Any]:
+    card = row.card(with_body=confidence < HIGH_CONFIDENCE)
+    card["confidence"] = round(confidence, 3)
+    card.update(extra)
+    return card
+
+
+async def _rows_for(deps: GraphDeps, ids: Sequence[Any]) -> tuple[list[EmailRow], list[dict[str, Any]]]:
+    refs: list[EmailRef] = []
+    excluded: list[dict[str, Any]] = []
+    for raw in ids:
+        try:
+            refs.append(EmailRef.parse(raw))
+        except (ValueError, KeyError, TypeError):
+            excluded.append({"id": str(raw), "reason": "not a message id"})
+    rows = await mirror_reads.emails_by_refs(deps.pool, dict.fromkeys(refs))
+    found = {r.ref for r in rows}
+    excluded += [{"id": r.id, "reason": "not in the mailbox copy (run /sync?)"} for r in refs if r not in found]
+    return rows, excluded
+
+
+async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedAction:
+    name, args = call["name"], dict(call.get("args") or {})
+    job_type = MUTATION_TOOLS[name]
+    params: dict[str, Any] = {}
+    excluded: list[dict[str, Any]] = []
+    cards: list[dict[str, Any]] = []
+    if job_type is JobType.UNDO:
+        cards, params, description = await _undo_cards(deps, args)
+    else:
+        rows, excluded = await _rows_for(deps, args.get("messages") or [])
+        if job_type is JobType.CLEAN:
+            identity = deps.identity
+            for row in rows:
+                verdict = assess_for_clean(row, identity)
+                if verdict.candidate:
+                    cards.append(_card(row, verdict.confidence, category=verdict.category, reasons=verdict.signals))
+                else:
+                    excluded.append({"id": row.id, "subject": row.subject, "reason": verdict.reason})
+            params = {"target_folder": CLEAN_FOLDER, "action": "archive"}
+            description = f"Mark read and move {len(cards)} message(s) to {CLEAN_FOLDER} (recoverable)"
+        else:
+            cards = [_card(row, 1.0) for row in rows]
+            if job_type is JobType.MARK_READ:
+                description = f"Mark {len(cards)} message(s) as read"
+            elif job_type is JobType.MARK_UNREAD:
+                description = f"Mark {len(cards)} message(s) as unread"
+            elif job_type is JobType.MOVE:
+                target = str(args.get("target_folder") or "").strip()
+                params = {"target_folder": target}
+                description = f"Move {len(cards)} message(s) to {target}"
+            else:
+                label = str(args.get("label") or "").strip()
+                params = {"label": label, "remove": bool(args.get("remove"))}
+                verb = "Remove label" if params["remove"] else "Apply label"
+                description = f"{verb} {label} on {len(cards)} message(s)"
+    params["description"] = description
+    action: ProposedAction = {
+        "tool_call_id": call["id"], "tool": name, "action": job_type.value,
+        "description": description, "params": params, "groups": group_cards(cards),
+    }
+    if excluded:
+        action["excluded"] = excluded
+    return action
+
+
+async def _undo_cards(deps: GraphDeps, args: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    job_id = str(args.get("job_id") or "")
+    try:
+        job = await deps.store.get(uuid.UUID(job_id))
+    except ValueError:
+        job = None
+    if job is None or job.status is not JobStatus.COMPLETED or not job.job_type.is_mutation:
+        return [], {"undo_of": job_id}, f"Nothing to undo: {job_id or 'no job'} is not a completed change"
+    events = await deps.store.events_after(job.job_id, 0, limit=100_000)
+    summary = next((e.data["summary"] for e in reversed(events) if isinstance(e.data.get("summary"), dict)), {})
+    cards = []
+    for change in summary.get("changes", []):
+        ref = EmailRef(change["folder"], int(change["uidvalidity"]), int(change["uid"]))
+        cards.append({"id": ref.id, "folder": ref.folder, "uid": ref.uid, "uidvalidity": ref.uidvalidity,
+                      "date": None, "from": "", "to": "", "cc": "", "subject": change.get("subject", ""),
+                      "unread": not change.get("was_seen", False), "message_id": change.get("message_id"),
+                      "confidence": 1.0})
+    desc = f"Undo {job.job_type.value.replace('_', ' ')} job {str(job.job_id)[:8]}: restore {len(cards)} message(s)"
+    return cards, {"undo_of": str(job.job_id)}, desc
+
+
+def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
+    async def propose(state: ChatState) -> dict[str, Any]:
+        last = state["messages"][-1]
+        assert isinstance(last, AIMessage)
+        actions = [await propose_action(deps, c) for c in last.tool_calls if c["name"] in MUTATION_TOOLS]
+        count = sum(len(g["messages"]) for a in actions for g in a["groups"])
+        proposal: Proposal = {
+            "kind": "approval",
+            "title": "; ".join(a["description"] for a in actions),
+            "actions": actions,
+            "message_count": count,
+        }
+        return {"proposal": proposal}
+
+    async def approval(state: ChatState, config: RunnableConfig) -> Command[Any]:
+        last = state["messages"][-1]
+        assert isinstance(last, AIMessage)
+        proposal = state.get("proposal")
+        if not proposal:
+            return Command(goto="tools")
+        if proposal["message_count"] == 0:
+            decision: Decision = {"decision": "reject"}
+            note = "There is nothing I can safely change there, so I left the mailbox as it is."
+        else:
+            decision = interrupt(proposal)
+            note = "You rejected this, so nothing was changed."
+        if not isinstance(decision, dict) or decision.get("decision") != "approve":
+            return Command(goto="agent", update={"proposal": None, "messages": [
+                ToolMessage(content=dumps({"rejected": True, "message": note}), tool_call_id=c["id"], name=c["name"])
+                for c in last.tool_calls
+            ]})
+        # Approved: from here on side effects are allowed.
+        thread_id = str(config.get("configurable", {}).get("thread_id", ""))
+        interrupt_id = str(decision.get("interrupt_id") or uuid.uuid4())
+        selection = decision.get("selection")
+        chosen_filter = set(selection) if selection is not None else None
+        by_call = {a["tool_call_id"]: a for a in proposal["actions"]}
+        calls = []
+        for call in last.tool_calls:
+            action = by_call.get(call["id"])
+            if action is None:
+                calls.append(call)
+                continue
+            cards = [m for g in action["groups"] for m in g["messages"]]
+            chosen = [m for m in cards if chosen_filter is None or m["id"] in chosen_filter]
+            args = {**call["args"], "messages": [m["id"] for m in chosen], "approval_id": None}
+            if chosen:
+                approval_row = await deps.store.record_approval(
+                    thread_id=thread_id, interrupt_id=f"{interrupt_id}:{call['id']}",
+                    action=action["action"], params=action["params"],
+                    messages=[{"folder": m["folder"], "uidvalidity": m["uidvalidity"], "uid": m["uid"],
+                               "message_id": m.get("message_id"), "subject": m.get("subject", "")} for m in chosen],
+                )
+                args["approval_id"] = str(approval_row.approval_id)
+            calls.append({**call, "args": args})
+        updated = AIMessage(content=last.content, tool_calls=calls, id=last.id)
+        return Command(goto="tools", update={"proposal": None, "messages": [updated]})
+
+    return propose, approval

@@ -1,0 +1,60 @@
+"""The graph's state and the typed approval payload the page renders directly."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+
+class MessageCard(TypedDict):
+    id: str
+    folder: str
+    uid: int
+    uidvalidity: int
+    date: str | None
+    to: str
+    cc: str
+    subject: str
+    unread: bool
+    confidence: NotRequired[float]
+    category: NotRequired[str]
+    reasons: NotRequired[list[str]]
+    body_preview: NotRequired[str]
+
+
+class ApprovalGroup(TypedDict):
+    band: Literal["high", "low"]
+    title: str
+    messages: list[dict[str, Any]]  # MessageCard (the key "from" is not a valid identifier)
+
+
+class ProposedAction(TypedDict):
+    tool_call_id: str
+    tool: str
+    action: str
+    description: str
+    params: dict[str, Any]
+    groups: list[ApprovalGroup]
+    excluded: NotRequired[list[dict[str, Any]]]
+
+
+class Proposal(TypedDict):
+    """The interrupt value: everything the person needs to decide, nothing more."""
+
+    kind: Literal["approval"]
+    title: str
+    actions: list[ProposedAction]
+    message_count: int
+
+
+class Decision(TypedDict):
+    decision: Literal["approve", "reject"]
+    selection: NotRequired[list[str] | None]
+    interrupt_id: NotRequired[str]
+
+
+class ChatState(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+    proposal: NotRequired[Proposal | None]

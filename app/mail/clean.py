@@ -1,0 +1,127 @@
+"""Which messages `/clean` may propose, and how sure it is.
+
+The safety exclusion runs first and nothing outweighs it: a message where the
+person (identity email or any alias) is in To or CC, or whose body or subject
+names them, is never a candidate; neither is a flagged message. Only then do
+bulk/automation signals add up (noisy-OR) to a confidence in [0, 1].
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from app.mail.identity import Identity
+
+CLEAN_FOLDER = "Secretary/Auto-Cleaned"
+MIN_CONFIDENCE = 0.5
+
+NOREPLY = re.compile(
+    r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|notifications?|notify|alerts?|mailer|"
+    r"mailer-daemon|newsletters?|news|digest|updates?|marketing|promo(tions)?|info|hello|team|support|"
+    r"billing|receipts?|orders?|noreply[-+].*|bounce[s]?.*)(@|[-+.])",
+    re.IGNORECASE,
+)
+NOTIFICATION_DOMAINS = (
+    "github.com", "gitlab.com", "linkedin.com", "facebookmail.com", "twitter.com", "x.com",
+    "slack.com", "atlassian.net", "atlassian.com", "google.com", "accounts.google.com", "medium.com",
+    "substack.com", "mailchimp.com", "mcsv.net", "sendgrid.net", "amazonses.com", "zendesk.com",
+    "intercom.io", "hubspot.com", "stripe.com", "paypal.com", "amazon.com", "notion.so", "figma.com",
+    "trello.com", "asana.com", "dropbox.com", "quora.com", "meetup.com", "eventbrite.com",
+)
+NEWSLETTER_WORDS = re.compile(
+    r"\b(newsletter|digest|weekly|monthly|roundup|edition|issue #?\d+|webinar|% off|sale|deal|"
+    r"unsubscribe|promo|offer|new features?|product update|what'?s new)\b",
+    re.IGNORECASE,
+)
+
+WEIGHTS = {
+    "list_unsubscribe": 0.55,
+    "list_id": 0.35,
+    "precedence_bulk": 0.35,
+    "auto_submitted": 0.4,
+    "noreply_sender": 0.45,
+    "notification_domain": 0.25,
+    "newsletter_words": 0.2,
+    "not_addressed_to_you": 0.15,
+}
+
+
+class CleanInput(Protocol):
+    from_addr: str | None
+    to_addrs: list[str]
+    cc_addrs: list[str]
+    subject: str
+    body_excerpt: str
+    flags: list[str]
+    list_unsubscribe: str | None
+    list_id: str | None
+    precedence: str | None
+    auto_submitted: str | None
+
+
+@dataclass(frozen=True)
+class CleanVerdict:
+    candidate: bool
+    confidence: float = 0.0
+    category: str = ""
+    signals: list[str] = field(default_factory=list)
+    reason: str = ""
+    direct: bool = False  # excluded because it involves the person directly
+
+
+def exclusion_reason(row: CleanInput, identity: Identity) -> str | None:
+    """Why a message may never be cleaned, or None. Checked before anything else."""
+    if identity.is_recipient(row.to_addrs, row.cc_addrs):
+        return "addressed to you (To/CC)"
+    if identity.name_mentioned(row.body_excerpt or "") or identity.name_mentioned(row.subject or ""):
+        return "mentions you by name"
+    if "\\Flagged" in (row.flags or []):
+        return "you flagged it"
+    return None
+
+
+def bulk_signals(row: CleanInput) -> list[str]:
+    signals = []
+    sender = (row.from_addr or "").lower()
+    domain = sender.rsplit("@", 1)[-1] if "@" in sender else ""
+    if row.list_unsubscribe:
+        signals.append("list_unsubscribe")
+    if row.list_id:
+        signals.append("list_id")
+    if (row.precedence or "").lower() in ("bulk", "list", "junk"):
+        signals.append("precedence_bulk")
+    if row.auto_submitted and row.auto_submitted.lower() != "no":
+        signals.append("auto_submitted")
+    if NOREPLY.match(sender):
+        signals.append("noreply_sender")
+    if domain and any(domain == d or domain.endswith("." + d) for d in NOTIFICATION_DOMAINS):
+        signals.append("notification_domain")
+    if NEWSLETTER_WORDS.search(row.subject or "") or "unsubscribe" in (row.body_excerpt or "").lower():
+        signals.append("newsletter_words")
+    return signals
+
+
+def assess_for_clean(row: CleanInput, identity: Identity) -> CleanVerdict:
+    reason = exclusion_reason(row, identity)
+    if reason is not None:
+        return CleanVerdict(candidate=False, reason=reason, direct=True)
+    signals = bulk_signals(row)
+    if not signals:
+        return CleanVerdict(candidate=False, reason="looks like personal mail")
+    signals.append("not_addressed_to_you")  # implied: the exclusion above passed
+    remaining = 1.0
+    for s in signals:
+        remaining *= 1.0 - WEIGHTS[s]
+    confidence = round(min(0.99, 1.0 - remaining), 3)
+    if ("list_unsubscribe" in signals and "newsletter_words" in signals) or "list_id" in signals:
+        category = "newsletter"
+    elif {"noreply_sender", "auto_submitted", "notification_domain"} & set(signals):
+        category = "notification"
+    else:
+        category = "bulk"
+    if confidence < MIN_CONFIDENCE:
+        return CleanVerdict(candidate=False, confidence=confidence, category=category, signals=signals,
+                            reason="not clearly bulk mail")
+    return CleanVerdict(candidate=True, confidence=confidence, category=category, signals=signals)

@@ -1,0 +1,205 @@
+"""Writes to the mailbox mirror. Only the executor calls these, always inside a
+fenced transaction, so a worker that lost its lease cannot touch the mirror."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from app.db.queries import query
+from app.mail.mime import ParsedMessage
+
+
+@dataclass(frozen=True)
+class FolderCursor:
+    folder: str
+    uidvalidity: int
+    uidnext: int | None
+    highestmodseq: int | None
+    last_seen_uid: int
+    message_count: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> FolderCursor:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class FetchedMessage:
+    """One message as fetched and parsed, ready for the mirror."""
+
+    uid: int
+    flags: tuple[str, ...]
+    internal_date: datetime | None
+    size: int | None
+    modseq: int | None
+    parsed: ParsedMessage
+
+
+def labels_from_flags(flags: Iterable[str], gmail_labels: Iterable[str] = ()) -> list[str]:
+    """Keywords (flags without a backslash) and Gmail labels are the mirror's labels."""
+    seen: dict[str, None] = {}
+    for value in (*flags, *gmail_labels):
+        if value and not value.startswith("\\"):
+            seen.setdefault(value, None)
+    return list(seen)
+
+
+async def load_cursors(conn: AsyncConnection[Any]) -> dict[str, FolderCursor]:
+    cur = await conn.execute(query("folder_cursors"))
+    return {r["folder"]: FolderCursor.from_row(r) for r in await cur.fetchall()}
+
+
+async def reset_folder(conn: AsyncConnection[Any], folder: str, uidvalidity: int) -> None:
+    await conn.execute(query("reset_folder"), {"folder": folder, "uidvalidity": uidvalidity})
+
+
+async def drop_folder(conn: AsyncConnection[Any], folder: str) -> None:
+    await conn.execute(query("drop_folder"), {"folder": folder})
+
+
+async def upsert_messages(
+    conn: AsyncConnection[Any], folder: str, uidvalidity: int, messages: Sequence[FetchedMessage]
+) -> None:
+    rows = [_row(folder, uidvalidity, m) for m in messages]
+    if not rows:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(query("upsert_email"), rows)
+    await conn.execute(
+        query("advance_cursor"),
+        {
+            "folder": folder,
+            "uidvalidity": uidvalidity,
+            "last_seen_uid": max(m.uid for m in messages),
+        },
+    )
+
+
+async def folder_flags(
+    conn: AsyncConnection[Any], folder: str, uidvalidity: int
+) -> dict[int, tuple[str, ...]]:
+    cur = await conn.execute(query("folder_flags"), {"folder": folder, "uidvalidity": uidvalidity})
+    return {r["uid"]: tuple(r["flags"]) for r in await cur.fetchall()}
+
+
+async def update_flags(
+    conn: AsyncConnection[Any],
+    folder: str,
+    uidvalidity: int,
+    changes: Mapping[int, tuple[tuple[str, ...], int | None]],
+) -> None:
+    rows = [
+        {
+            "folder": folder,
+            "uidvalidity": uidvalidity,
+            "uid": uid,
+            "flags": list(flags),
+            "labels": labels_from_flags(flags),
+            "modseq": modseq,
+        }
+        for uid, (flags, modseq) in changes.items()
+    ]
+    if rows:
+        async with conn.cursor() as cur:
+            await cur.executemany(query("update_flags"), rows)
+
+
+async def delete_missing(
+    conn: AsyncConnection[Any], folder: str, uidvalidity: int, present: Iterable[int], max_uid: int
+) -> int:
+    cur = await conn.execute(
+        query("delete_missing"),
+        {
+            "folder": folder,
+            "uidvalidity": uidvalidity,
+            "present": sorted(present),
+            "max_uid": max_uid,
+        },
+    )
+    return cur.rowcount
+
+
+async def finish_folder(
+    conn: AsyncConnection[Any],
+    folder: str,
+    uidvalidity: int,
+    uidnext: int | None,
+    highestmodseq: int | None,
+) -> None:
+    await conn.execute(
+        query("finish_folder"),
+        {
+            "folder": folder,
+            "uidvalidity": uidvalidity,
+            "uidnext": uidnext,
+            "highestmodseq": highestmodseq,
+        },
+    )
+
+
+def _row(folder: str, uidvalidity: int, m: FetchedMessage) -> dict[str, Any]:
+    p = m.parsed
+    return {
+        "folder": folder,
+        "uidvalidity": uidvalidity,
+        "uid": m.uid,
+        "message_id": p.message_id,
+        "in_reply_to": p.in_reply_to,
+        "from_addr": p.from_addr,
+        "from_name": p.from_name,
+        "to_addrs": list(p.to_addrs),
+        "cc_addrs": list(p.cc_addrs),
+        "to_display": p.to_display,
+        "cc_display": p.cc_display,
+        "reply_to": p.reply_to,
+        "subject": p.subject,
+        "date": p.date,
+        "internal_date": m.internal_date,
+        "flags": list(m.flags),
+        "labels": labels_from_flags(m.flags),
+        "body_excerpt": p.body_excerpt,
+        "list_unsubscribe": p.list_unsubscribe,
+        "list_id": p.list_id,
+        "precedence": p.precedence,
+        "auto_submitted": p.auto_submitted,
+        "has_attachments": p.has_attachments,
+        "size": m.size,
+        "modseq": m.modseq,
+    }
+
+
+async def count_folder(conn: AsyncConnection[Any], folder: str, uidvalidity: int) -> int:
+    cur = await conn.execute(query("count_folder"), {"folder": folder, "uidvalidity": uidvalidity})
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
+async def move_rows(
+    conn: AsyncConnection[Any],
+    folder: str,
+    uidvalidity: int,
+    moves: Sequence[tuple[int, int | None, tuple[str, ...]]],
+    target: str,
+    target_uidvalidity: int | None,
+) -> None:
+    """Rows follow moved messages: (source uid, target uid or None, new flags)."""
+    rows = [
+        {
+            "folder": folder,
+            "uidvalidity": uidvalidity,
+            "uid": uid,
+            "target": target,
+            "target_uidvalidity": target_uidvalidity,
+            "target_uid": target_uid,
+            "flags": list(flags),
+        }
+        for uid, target_uid, flags in moves
+    ]
+    if rows:
+        async with conn.cursor() as cur:
+            await cur.executemany(query("move_email"), rows)

@@ -1,0 +1,127 @@
+"""Priority triage: explainable, deterministic scores over the mirror.
+
+Each category's score is a noisy-OR of the evidence for it, so every reason
+adds a known amount and the strongest category wins; its score is the
+confidence shown to the person, with the reasons behind it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Protocol
+
+from app.mail.clean import assess_for_clean, bulk_signals
+from app.mail.identity import Identity
+
+CATEGORIES = ("action_required", "fyi", "newsletter", "notification", "cleanup")
+
+QUESTION = re.compile(r"\?|\b(can you|could you|would you|will you|please|let me know|thoughts|"
+                      r"what do you think|are you able|do you have)\b", re.IGNORECASE)
+DEADLINE = re.compile(r"\b(today|tonight|tomorrow|eod|end of (the )?day|deadline|due|asap|urgent|"
+                      r"by (mon|tues|wednes|thurs|fri|satur|sun)day|this week|before \d|by \d)\b", re.IGNORECASE)
+MEETING = re.compile(r"zoom\.us/[jw]/|\bzoom\b|invitation:|meet\.google\.com|teams\.microsoft\.com|"
+                     r"\bcalendar invite\b|\bmeeting\b", re.IGNORECASE)
+ZOOM = re.compile(r"zoom\.us/|\bzoom\b", re.IGNORECASE)
+
+
+class TriageInput(Protocol):
+    from_addr: str | None
+    to_addrs: list[str]
+    cc_addrs: list[str]
+    subject: str
+    body_excerpt: str
+    flags: list[str]
+    date: datetime | None
+    list_unsubscribe: str | None
+    list_id: str | None
+    precedence: str | None
+    auto_submitted: str | None
+
+
+@dataclass(frozen=True)
+class Triage:
+    category: str
+    confidence: float
+    scores: dict[str, float]
+    reasons: list[str]
+
+
+def _noisy_or(weights: Iterable[float]) -> float:
+    remaining = 1.0
+    for w in weights:
+        remaining *= 1.0 - w
+    return 1.0 - remaining
+
+
+def is_zoom(row: TriageInput) -> bool:
+    return bool(ZOOM.search(row.subject or "") or ZOOM.search(row.body_excerpt or ""))
+
+
+def is_today(row: TriageInput, now: datetime, tz: tzinfo) -> bool:
+    return row.date is not None and row.date.astimezone(tz).date() == now.astimezone(tz).date()
+
+
+def triage(row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozenset()) -> Triage:
+    text = f"{row.subject or ''}\n{(row.body_excerpt or '')[:1500]}"
+    to_me = bool(identity.addresses & {a.lower() for a in row.to_addrs})
+    cc_me = bool(identity.addresses & {a.lower() for a in row.cc_addrs})
+    named = identity.name_mentioned(row.body_excerpt or "")
+    flags = set(row.flags or [])
+    bulk = bulk_signals(row)
+    sender = (row.from_addr or "").lower()
+    evidence: dict[str, list[tuple[float, str]]] = {c: [] for c in CATEGORIES}
+    act = evidence["action_required"]
+    if to_me:
+        act.append((0.35, "addressed to you"))
+    if named:
+        act.append((0.15, "mentions your name"))
+    if QUESTION.search(text):
+        act.append((0.3, "asks you something"))
+    if DEADLINE.search(text):
+        act.append((0.35, "has a deadline"))
+    if MEETING.search(text) and (to_me or cc_me):
+        act.append((0.25, "meeting / Zoom"))
+    if "\\Flagged" in flags:
+        act.append((0.4, "you flagged it"))
+    if sender and sender in vip:
+        act.append((0.3, "VIP sender"))
+    fyi = evidence["fyi"]
+    if cc_me:
+        fyi.append((0.55, "you are in CC"))
+    if to_me:
+        fyi.append((0.3, "addressed to you"))
+    if named and not to_me:
+        fyi.append((0.3, "mentions your name"))
+    if "list_unsubscribe" in bulk or "list_id" in bulk:
+        evidence["newsletter"].append((0.6, "mailing list / unsubscribe link"))
+    if "newsletter_words" in bulk:
+        evidence["newsletter"].append((0.35, "newsletter wording"))
+    if "precedence_bulk" in bulk:
+        evidence["newsletter"].append((0.2, "bulk precedence"))
+    for signal, weight, reason in (("noreply_sender", 0.55, "no-reply sender"),
+                                   ("auto_submitted", 0.45, "automated message"),
+                                   ("notification_domain", 0.35, "notification service")):
+        if signal in bulk:
+            evidence["notification"].append((weight, reason))
+    verdict = assess_for_clean(row, identity)
+    if verdict.candidate:
+        evidence["cleanup"].append((verdict.confidence * 0.85, "safe to clean"))
+
+    scores = {c: _noisy_or(w for w, _ in ev) for c, ev in evidence.items()}
+    dampen = 1.0
+    if "\\Answered" in flags:
+        dampen *= 0.45
+    if bulk and not to_me and not cc_me:
+        dampen *= 0.25
+    scores["action_required"] *= dampen
+    category = max(CATEGORIES, key=lambda c: (round(scores[c], 6), -CATEGORIES.index(c)))
+    reasons = [r for _, r in sorted(evidence[category], key=lambda e: -e[0])]
+    if category == "action_required" and "\\Answered" in flags:
+        reasons.append("already replied (lowered)")
+    if scores[category] == 0:
+        category, reasons = "fyi", ["nothing stands out"]
+    return Triage(category=category, confidence=round(scores[category], 3),
+                  scores={c: round(s, 3) for c, s in scores.items()}, reasons=reasons)

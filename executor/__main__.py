@@ -1,0 +1,74 @@
+"""`python -m executor` / `imap-executor`: run the IMAP worker pool."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from app.config import load_settings
+from app.db.connect import resolve_database_url
+from app.db.migrate import migrate
+from app.demo.runtime import imap_account_or_demo
+from app.logs import configure_logging
+from executor.app import Executor
+
+log = logging.getLogger("executor")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="imap-executor", description=__doc__)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=3,
+        help="worker count, each with its own IMAP connection (default 3)",
+    )
+    parser.add_argument(
+        "--job-types", help="comma-separated job types this executor takes (default: all)"
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=5.0,
+        help="seconds in-flight jobs may finish after SIGTERM before they are released",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+async def amain(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    conninfo = await asyncio.to_thread(resolve_database_url, settings)
+    await asyncio.to_thread(migrate, conninfo)
+    account = imap_account_or_demo(settings)
+    if account is None:
+        log.error(
+            "no IMAP account: set IMAP_HOST/IMAP_USERNAME/IMAP_PASSWORD, or start the demo with `secretary run`"
+        )
+        return 2
+    executor = Executor(
+        settings,
+        conninfo,
+        account,
+        workers=args.workers,
+        job_types=args.job_types.split(",") if args.job_types else None,
+        shutdown_grace=args.shutdown_grace,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, executor.stop)
+    await executor.run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    sys.exit(asyncio.run(amain(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The imap-executor: a fixed pool of workers fed by one producer, plus the
+lease renewer, the reaper and the listener. Several executors (on one host or
+many) can share a database: claims skip each other's locked rows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+
+import psycopg
+
+from app.config import ImapAccount, Settings
+from app.db.pool import open_pool
+from app.jobs.models import Job
+from app.jobs.store import JobStore
+from executor.context import JobContext
+from executor.imap_session import ImapSession
+from executor.services import LeaseRenewer, Listener, Reaper
+from executor.worker import WorkerSlot, run_job
+
+log = logging.getLogger("executor")
+
+
+class Executor:
+    def __init__(
+        self,
+        settings: Settings,
+        conninfo: str,
+        account: ImapAccount,
+        *,
+        workers: int = 3,
+        job_types: Iterable[str] | None = None,
+        shutdown_grace: float = 5.0,
+        release_timeout: float = 10.0,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("an executor needs at least one worker")
+        self.settings = settings
+        self.conninfo = conninfo
+        self.job_types = list(job_types) if job_types is not None else None
+        self.shutdown_grace = shutdown_grace
+        self.release_timeout = release_timeout
+        instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.slots = [
+            WorkerSlot(i, f"{instance}:w{i}", ImapSession(account, name=f"{instance}:w{i}"))
+            for i in range(workers)
+        ]
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = asyncio.Event()
+        self.wake = asyncio.Event()
+
+    def in_flight(self) -> list[JobContext]:
+        return [s.current for s in self.slots if s.current is not None]
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight jobs finish or are released (see `run`)."""
+        self.stopping.set()
+        self.wake.set()
+
+    async def run(self) -> None:
+        pool = await open_pool(self.conninfo, min_size=1, max_size=len(self.slots) + 4)
+        store = JobStore(pool)
+        lease = self.settings.lease_seconds
+        services = [
+            LeaseRenewer(store, self.in_flight, lease),
+            Reaper(store, max(0.5, lease / 2), self.wake),
+            Listener(self.conninfo, self.wake),
+        ]
+        for service in services:
+            service.start()
+        log.info(
+            "executor started workers=%d owners=%s", len(self.slots), [s.owner for s in self.slots]
+        )
+        try:
+            await self._produce(store)
+            await self._drain()
+        finally:
+            for service in services:
+                await service.stop()
+            for slot in self.slots:
+                await slot.imap.discard()
+            await pool.close()
+            log.info("executor stopped")
+
+    async def _produce(self, store: JobStore) -> None:
+        backoff = 0.5
+        while not self.stopping.is_set():
+            self.wake.clear()
+            free = [s for s in self.slots if not s.busy]
+            claimed = 0
+            if free:
+                try:
+                    jobs = await store.claim(
+                        [s.owner for s in free],
+                        lease_seconds=self.settings.lease_seconds,
+                        job_types=self.job_types,
+                    )
+                    backoff = 0.5
+                except (psycopg.Error, OSError) as exc:
+                    log.warning("claim failed: %s; retrying in %.1fs", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 15)
+                    continue
+                by_owner = {s.owner: s for s in free}
+                for job in jobs:
+                    slot = by_owner[job.lease_owner or ""]
+                    self._start(job, slot, store)
+                claimed = len(jobs)
+            if free and claimed == len(free):
+                continue  # every free worker got a job: look again once one frees up
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
+
+    def _start(self, job: Job, slot: WorkerSlot, store: JobStore) -> None:
+        async def runner() -> None:
+            try:
+                await run_job(job, slot, store, self.settings)
+            finally:
+                slot.busy = False
+                self.wake.set()
+
+        slot.busy = True  # at once, so the next claim cannot give this worker a second job
+        task = asyncio.create_task(runner(), name=slot.owner)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _drain(self) -> None:
+        """Let in-flight jobs finish for a while, then ask them to hand back."""
+        if not self.tasks:
+            return
+        _, pending = await asyncio.wait(self.tasks, timeout=self.shutdown_grace)
+        if not pending:
+            return
+        for ctx in self.in_flight():
+            ctx.stopping = True
+        _, pending = await asyncio.wait(pending, timeout=self.release_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("%d job(s) did not stop in time; their leases will expire", len(pending))

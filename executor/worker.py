@@ -1,0 +1,127 @@
+"""Run one claimed job to its end, turning every outcome into a fenced write."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass, field
+
+import psycopg
+from imapclient.exceptions import IMAPClientError
+
+from app.config import Settings
+from app.jobs.models import Job, JobStatus, Lease, LeaseLost
+from app.jobs.store import JobStore
+from executor.context import JobCancelled, JobContext, PermanentJobError, ShuttingDown
+from executor.handlers import HANDLERS, Handler
+from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
+
+log = logging.getLogger("executor.worker")
+
+
+@dataclass
+class WorkerSlot:
+    """A worker: its lease-owner name and its own IMAP connection."""
+
+    index: int
+    owner: str
+    imap: ImapSession
+    current: JobContext | None = field(default=None)
+    busy: bool = False
+
+
+def retry_backoff(attempt: int) -> float:
+    return float(min(60, 2 ** max(0, attempt - 1)))
+
+
+async def run_job(
+    job: Job,
+    slot: WorkerSlot,
+    store: JobStore,
+    settings: Settings,
+    handlers: dict[object, Handler] | None = None,
+) -> None:
+    lease = Lease.of(job)
+    ctx = JobContext(
+        job=job,
+        lease=lease,
+        store=store,
+        imap=slot.imap,
+        settings=settings,
+        worker=slot.owner,
+        processed=job.processed,
+        total_estimate=job.total_estimate,
+    )
+    slot.current = ctx
+    handler = (handlers or HANDLERS).get(job.job_type)  # type: ignore[call-overload]
+    log.info(
+        "start job_id=%s type=%s attempt=%s worker=%s",
+        job.job_id,
+        job.job_type,
+        job.attempt,
+        slot.owner,
+    )
+    try:
+        if handler is None:
+            raise PermanentJobError(f"this executor has no handler for {job.job_type} jobs")
+        summary = await handler(ctx)
+        final = await store.finish(
+            lease,
+            JobStatus.COMPLETED,
+            "completed",
+            processed=ctx.processed,
+            total_estimate=ctx.total_estimate if ctx.total_estimate is not None else ctx.processed,
+            data={"summary": summary},
+        )
+        log.info("end job_id=%s status=%s worker=%s", job.job_id, final.status, slot.owner)
+    except JobCancelled:
+        await _finish_quietly(
+            store, lease, JobStatus.CANCELLED, "cancelled at a batch boundary", None
+        )
+    except ShuttingDown:
+        await store.release(lease)
+        log.info("released job_id=%s worker=%s", job.job_id, slot.owner)
+    except LeaseLost:
+        log.warning(
+            "lease lost job_id=%s attempt=%s worker=%s: stopping quietly",
+            job.job_id,
+            job.attempt,
+            slot.owner,
+        )
+    except PermanentJobError as exc:
+        await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {exc}", str(exc))
+    except (ImapUnavailable, *CONNECTION_ERRORS) as exc:
+        await slot.imap.discard()
+        error = f"IMAP connection problem: {type(exc).__name__}: {exc}"
+        try:
+            final = await store.retry_later(
+                lease, error, backoff_seconds=retry_backoff(job.attempt)
+            )
+            log.warning("retry job_id=%s status=%s error=%s", job.job_id, final.status, error)
+        except (LeaseLost, psycopg.Error):
+            log.warning("could not record retry job_id=%s", job.job_id)
+    except IMAPClientError as exc:
+        error = f"IMAP server refused: {exc}"
+        await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {error}", error)
+    except psycopg.OperationalError as exc:
+        # The database dropped: nothing can be written now. The lease will
+        # expire and the reaper hands the job to a healthy worker.
+        log.error("database lost during job_id=%s: %s", job.job_id, exc)
+    except Exception as exc:
+        log.error("job_id=%s crashed:\n%s", job.job_id, traceback.format_exc())
+        error = f"{type(exc).__name__}: {exc}"
+        await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {error}", error)
+    finally:
+        slot.current = None
+
+
+async def _finish_quietly(
+    store: JobStore, lease: Lease, status: JobStatus, message: str, error: str | None
+) -> None:
+    try:
+        final = await store.finish(lease, status, message, error=error)
+        log.info("end job_id=%s status=%s error=%s", lease.job_id, final.status, error)
+    except LeaseLost:
+        log.warning("lease lost before recording %s for job_id=%s", status, lease.job_id)
+    except psycopg.Error as exc:
+        log.error("could not record %s for job_id=%s: %s", status, lease.job_id, exc)
