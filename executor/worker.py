@@ -18,6 +18,12 @@ from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailabl
 
 log = logging.getLogger("executor.worker")
 
+# Concurrent syncs of one mailbox can collide on mirror rows: try again later.
+TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
+
 
 @dataclass
 class WorkerSlot:
@@ -90,9 +96,10 @@ async def run_job(
         )
     except PermanentJobError as exc:
         await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {exc}", str(exc))
-    except (ImapUnavailable, *CONNECTION_ERRORS) as exc:
-        await slot.imap.discard()
-        error = f"IMAP connection problem: {type(exc).__name__}: {exc}"
+    except (ImapUnavailable, *CONNECTION_ERRORS, *TRANSIENT_DB_ERRORS) as exc:
+        if not isinstance(exc, TRANSIENT_DB_ERRORS):
+            await slot.imap.discard()
+        error = f"transient problem: {type(exc).__name__}: {exc}"
         try:
             final = await store.retry_later(
                 lease, error, backoff_seconds=retry_backoff(job.attempt)

@@ -38,3 +38,42 @@ async def store(pool: object) -> object:
     from app.jobs.store import JobStore
 
     return JobStore(pool)  # type: ignore[arg-type]
+
+
+# -- IMAP ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[object]:
+    """One private Dovecot per test session; each test logs in as its own user,
+    so each test gets an empty mailbox of its own (the static passdb takes any name)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from app.demo.dovecot import DovecotServer, dovecot_available
+
+    if not dovecot_available():
+        pytest.fail("Dovecot is not installed: run scripts/setup.sh (installs dovecot-imapd)")
+    home = Path(tempfile.mkdtemp(prefix="pmh-", dir="/tmp"))
+    server = DovecotServer(mail_home=home).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def imap_account(dovecot: object) -> object:
+    import uuid
+
+    from app.config import ImapAccount
+
+    return ImapAccount(
+        dovecot.host,  # type: ignore[attr-defined]
+        dovecot.port,  # type: ignore[attr-defined]
+        f"u{uuid.uuid4().hex[:10]}",
+        dovecot.password,  # type: ignore[attr-defined]
+        ssl=False,
+    )
