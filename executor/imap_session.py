@@ -52,6 +52,7 @@ class ImapSession:
         client = imapclient.IMAPClient(
             self.account.host, port=self.account.port, ssl=self.account.ssl, timeout=self.timeout
         )
+        client.normalise_times = False  # keep INTERNALDATE time zones
         client.login(self.account.username, self.account.password)
         caps = {
             c.decode().upper() if isinstance(c, bytes) else str(c).upper()

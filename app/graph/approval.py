@@ -168,6 +168,7 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
         chosen_filter = set(selection) if selection is not None else None
         by_call = {a["tool_call_id"]: a for a in proposal["actions"]}
         calls = []
+        approvals: dict[str, str] = {}
         for call in last.tool_calls:
             action = by_call.get(call["id"])
             if action is None:
@@ -175,7 +176,7 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
                 continue
             cards = [m for g in action["groups"] for m in g["messages"]]
             chosen = [m for m in cards if chosen_filter is None or m["id"] in chosen_filter]
-            args = {**call["args"], "messages": [m["id"] for m in chosen], "approval_id": None}
+            args = {**call["args"], "messages": [m["id"] for m in chosen]}
             if chosen:
                 approval_row = await deps.store.record_approval(
                     thread_id=thread_id, interrupt_id=f"{interrupt_id}:{call['id']}",
@@ -183,9 +184,9 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
                     messages=[{"folder": m["folder"], "uidvalidity": m["uidvalidity"], "uid": m["uid"],
                                "message_id": m.get("message_id"), "subject": m.get("subject", "")} for m in chosen],
                 )
-                args["approval_id"] = str(approval_row.approval_id)
+                approvals[call["id"]] = str(approval_row.approval_id)
             calls.append({**call, "args": args})
         updated = AIMessage(content=last.content, tool_calls=calls, id=last.id)
-        return Command(goto="tools", update={"proposal": None, "messages": [updated]})
+        return Command(goto="tools", update={"proposal": None, "messages": [updated], "approvals": approvals})
 
     return propose, approval

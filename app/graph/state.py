@@ -55,6 +55,13 @@ class Decision(TypedDict):
     interrupt_id: NotRequired[str]
 
 
+def merge_approvals(old: dict[str, str] | None, new: dict[str, str] | None) -> dict[str, str]:
+    return {**(old or {}), **(new or {})}
+
+
 class ChatState(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
     proposal: NotRequired[Proposal | None]
+    # tool_call_id → approval_id, written only by the approval node. Tools read
+    # it through InjectedState, which the model can neither see nor forge.
+    approvals: NotRequired[Annotated[dict[str, str], merge_approvals]]

@@ -1,8 +1,8 @@
 """Piper's tools. None of them touches IMAP: read-only tools query the mirror or
-enqueue read-only jobs; mutation tools enqueue a job only with an approval id
-that the approval node injected after the person approved (the model cannot
-see or set it), and the job carries exactly the messages recorded in that
-approval."""
+enqueue read-only jobs; mutation tools enqueue a job only when the approval
+node recorded an approval for that very tool call in the graph state (the
+model can neither see nor set it), and the job carries exactly the messages
+recorded in that approval."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import json
 import uuid
 from typing import Annotated, Any
 
-from langchain_core.tools import BaseTool, InjectedToolArg, tool
+from langchain_core.tools import BaseTool, InjectedToolCallId, tool
+from langgraph.prebuilt import InjectedState
 
 from app.graph.deps import GraphDeps
 from app.jobs.models import JobType
@@ -31,8 +32,13 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-async def enqueue_approved(deps: GraphDeps, job_type: JobType, approval_id: str | None) -> str:
+Approvals = Annotated[dict[str, Any], InjectedState]
+CallId = Annotated[str, InjectedToolCallId]
+
+
+async def enqueue_approved(deps: GraphDeps, job_type: JobType, state: dict[str, Any], call_id: str) -> str:
     """The one path from an approval to a mutation job."""
+    approval_id = (state.get("approvals") or {}).get(call_id)
     if not approval_id:
         return dumps({"error": "not approved: mailbox changes need the person's approval first"})
     try:
@@ -103,46 +109,45 @@ def make_tools(deps: GraphDeps) -> list[BaseTool]:
         return dumps({"jobs": [j.snapshot() for j in jobs], "mirror": counts})
 
     @tool
-    async def mark_read(messages: list[str], approval_id: Annotated[str | None, InjectedToolArg] = None) -> str:
+    async def mark_read(messages: list[str], state: Approvals, tool_call_id: CallId) -> str:
         """Mark these messages (ids from search) as read. Runs only after the person approves."""
-        return await enqueue_approved(deps, JobType.MARK_READ, approval_id)
+        return await enqueue_approved(deps, JobType.MARK_READ, state, tool_call_id)
 
     @tool
-    async def mark_unread(messages: list[str], approval_id: Annotated[str | None, InjectedToolArg] = None) -> str:
+    async def mark_unread(messages: list[str], state: Approvals, tool_call_id: CallId) -> str:
         """Mark these messages as unread. Runs only after the person approves."""
-        return await enqueue_approved(deps, JobType.MARK_UNREAD, approval_id)
+        return await enqueue_approved(deps, JobType.MARK_UNREAD, state, tool_call_id)
 
     @tool
     async def move_emails(
-        messages: list[str], target_folder: str, approval_id: Annotated[str | None, InjectedToolArg] = None
+        messages: list[str], target_folder: str, state: Approvals, tool_call_id: CallId
     ) -> str:
         """Move these messages to a folder (created if missing). Never deletes.
         Runs only after the person approves."""
-        return await enqueue_approved(deps, JobType.MOVE, approval_id)
+        return await enqueue_approved(deps, JobType.MOVE, state, tool_call_id)
 
     @tool
     async def apply_label(
-        messages: list[str], label: str, remove: bool = False,
-        approval_id: Annotated[str | None, InjectedToolArg] = None,
+        messages: list[str], label: str, state: Approvals, tool_call_id: CallId, remove: bool = False,
     ) -> str:
         """Apply (or with remove=true, remove) a label such as `Secretary/Auto-Cleaned`
         on these messages. Runs only after the person approves."""
-        return await enqueue_approved(deps, JobType.LABEL, approval_id)
+        return await enqueue_approved(deps, JobType.LABEL, state, tool_call_id)
 
     @tool
     async def execute_clean_batch(
-        messages: list[str], approval_id: Annotated[str | None, InjectedToolArg] = None
+        messages: list[str], state: Approvals, tool_call_id: CallId
     ) -> str:
         """Clean these bulk/automated messages: mark read and move to
         `Secretary/Auto-Cleaned` (recoverable, never deleted). Use ids from
         quick_clean_inbox. Runs only after the person approves."""
-        return await enqueue_approved(deps, JobType.CLEAN, approval_id)
+        return await enqueue_approved(deps, JobType.CLEAN, state, tool_call_id)
 
     @tool
-    async def undo_job(job_id: str, approval_id: Annotated[str | None, InjectedToolArg] = None) -> str:
+    async def undo_job(job_id: str, state: Approvals, tool_call_id: CallId) -> str:
         """Undo an earlier completed mutation job (e.g. a clean): move the messages back
         and restore their read state. Runs only after the person approves."""
-        return await enqueue_approved(deps, JobType.UNDO, approval_id)
+        return await enqueue_approved(deps, JobType.UNDO, state, tool_call_id)
 
     tools: list[BaseTool] = [sync_mailbox, search_emails, job_status, mark_read, mark_unread,
                              move_emails, apply_label, execute_clean_batch, undo_job]

@@ -19,6 +19,8 @@ from datetime import datetime
 from typing import Any
 
 import imapclient
+from imapclient.imapclient import seq_to_parenstr_upper
+from imapclient.response_parser import parse_fetch_response
 
 from app.mail import mirror_writes as mirror
 from app.mail.mime import parse_message
@@ -137,6 +139,26 @@ def uids_after(client: imapclient.IMAPClient, last_seen: int) -> list[int]:
     return sorted(u for u in client.search(["UID", f"{last_seen + 1}:*"]) if u > last_seen)
 
 
+def fetch_uid_range(
+    client: imapclient.IMAPClient, uid_set: str, items: list[str], modifiers: list[str] | None = None
+) -> dict[int, dict[bytes, Any]]:
+    """UID FETCH over a range like `1:500`.
+
+    `IMAPClient.fetch` keeps only the UIDs it was given one by one, and listing
+    10,000 UIDs would overflow the server's command-line limit; this sends the
+    compact range and keeps every response.
+    """
+    imap = client._imap
+    tag = imap._command(
+        "UID", "FETCH", uid_set, seq_to_parenstr_upper(items),
+        seq_to_parenstr_upper(modifiers) if modifiers else None,
+    )
+    typ, data = imap._command_complete("FETCH", tag)
+    client._checkok("fetch", typ, data)
+    typ, data = imap._untagged_response(typ, data, "FETCH")
+    return parse_fetch_response(data, client.normalise_times, True)
+
+
 def flag_changes(
     client: imapclient.IMAPClient, max_uid: int, changed_since: int | None
 ) -> dict[int, tuple[tuple[str, ...], int | None]]:
@@ -144,7 +166,7 @@ def flag_changes(
         return {}
     modifiers = [f"CHANGEDSINCE {changed_since}"] if changed_since is not None else None
     items = ["FLAGS"] + (["MODSEQ"] if changed_since is not None else [])
-    response = client.fetch(f"1:{max_uid}", items, modifiers=modifiers)
+    response = fetch_uid_range(client, f"1:{max_uid}", items, modifiers)
     return {
         uid: (_flags(data.get(b"FLAGS", ())), _modseq(data))
         for uid, data in response.items()

@@ -70,7 +70,7 @@ def server_state(account: ImapAccount, folders: list[str] | None = None) -> dict
             if not info.get(b"EXISTS"):
                 state[name] = {}
                 continue
-            resp = client.fetch("1:*", ["FLAGS"])
+            resp = client.fetch(client.search("ALL"), ["FLAGS"])
             state[name] = {
                 uid: frozenset(f.decode() if isinstance(f, bytes) else f for f in d[b"FLAGS"] if f != b"\\Recent")
                 for uid, d in resp.items()
