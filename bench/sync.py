@@ -77,16 +77,24 @@ def main() -> None:
             t0 = time.perf_counter()
             msgs = generate_mailbox(args.messages)
             write_maildir(server.maildir, msgs)
-            account = ImapAccount(server.host, server.port, server.username, server.password, ssl=False)
+            account = ImapAccount(
+                server.host, server.port, server.username, server.password, ssl=False
+            )
             raw_fetch(account, args.batch)  # warm-up: Dovecot builds its indexes here
-            print(f"mailbox: {len(msgs)} messages generated and indexed in {time.perf_counter() - t0:.1f}s")
+            print(
+                f"mailbox: {len(msgs)} messages generated and indexed in {time.perf_counter() - t0:.1f}s"
+            )
             t0 = time.perf_counter()
             n_raw = raw_fetch(account, args.batch)
             raw_s = time.perf_counter() - t0
             with factory.database() as url:
                 sync_s, resync_s, n_sync = asyncio.run(run_sync(url, account, args.batch))
-        print(f"raw imapclient fetch : {n_raw} msgs in {raw_s:.2f}s = {n_raw / raw_s:,.0f} msgs/s (baseline)")
-        print(f"sync job (executor)  : {n_sync} msgs in {sync_s:.2f}s = {n_sync / sync_s:,.0f} msgs/s")
+        print(
+            f"raw imapclient fetch : {n_raw} msgs in {raw_s:.2f}s = {n_raw / raw_s:,.0f} msgs/s (baseline)"
+        )
+        print(
+            f"sync job (executor)  : {n_sync} msgs in {sync_s:.2f}s = {n_sync / sync_s:,.0f} msgs/s"
+        )
         print(f"ratio sync/raw       : {(n_sync / sync_s) / (n_raw / raw_s):.2f}x  (aim >= 0.8x)")
         print(f"re-sync, unchanged   : {resync_s * 1000:.0f} ms  (aim < 500 ms)")
     finally:

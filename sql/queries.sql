@@ -311,6 +311,12 @@ WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s AND uid <= %(max_uid
 -- name: count_folder
 SELECT count(*) AS n FROM emails WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s;
 
+-- name: ensure_folder_known
+-- A folder that received moved mail is mirrored at once; the next sync fills it in.
+INSERT INTO mail_folders (folder, uidvalidity, last_seen_uid, message_count)
+VALUES (%(folder)s, %(uidvalidity)s, 0, 0)
+ON CONFLICT (folder) DO NOTHING;
+
 -- name: move_email
 -- Keep the mirror right after an approved move: the row follows the message.
 WITH src AS (

@@ -36,10 +36,18 @@ def group_cards(cards: Sequence[dict[str, Any]]) -> list[ApprovalGroup]:
     groups: list[ApprovalGroup] = []
     for i in range(0, len(high), HIGH_GROUP_SIZE):
         chunk = high[i : i + HIGH_GROUP_SIZE]
-        groups.append({"band": "high", "title": f"High confidence ({len(chunk)})", "messages": chunk})
+        groups.append(
+            {"band": "high", "title": f"High confidence ({len(chunk)})", "messages": chunk}
+        )
     for i in range(0, len(low), LOW_GROUP_SIZE):
         chunk = low[i : i + LOW_GROUP_SIZE]
-        groups.append({"band": "low", "title": f"Please check: lower confidence ({len(chunk)})", "messages": chunk})
+        groups.append(
+            {
+                "band": "low",
+                "title": f"Please check: lower confidence ({len(chunk)})",
+                "messages": chunk,
+            }
+        )
     return groups
 
 
@@ -50,7 +58,9 @@ def _card(row: EmailRow, confidence: float, **extra: Any) -> dict[str, Any]:
     return card
 
 
-async def _rows_for(deps: GraphDeps, ids: Sequence[Any]) -> tuple[list[EmailRow], list[dict[str, Any]]]:
+async def _rows_for(
+    deps: GraphDeps, ids: Sequence[Any]
+) -> tuple[list[EmailRow], list[dict[str, Any]]]:
     refs: list[EmailRef] = []
     excluded: list[dict[str, Any]] = []
     for raw in ids:
@@ -60,7 +70,11 @@ async def _rows_for(deps: GraphDeps, ids: Sequence[Any]) -> tuple[list[EmailRow]
             excluded.append({"id": str(raw), "reason": "not a message id"})
     rows = await mirror_reads.emails_by_refs(deps.pool, dict.fromkeys(refs))
     found = {r.ref for r in rows}
-    excluded += [{"id": r.id, "reason": "not in the mailbox copy (run /sync?)"} for r in refs if r not in found]
+    excluded += [
+        {"id": r.id, "reason": "not in the mailbox copy (run /sync?)"}
+        for r in refs
+        if r not in found
+    ]
     return rows, excluded
 
 
@@ -79,11 +93,22 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
             for row in rows:
                 verdict = assess_for_clean(row, identity)
                 if verdict.candidate:
-                    cards.append(_card(row, verdict.confidence, category=verdict.category, reasons=verdict.signals))
+                    cards.append(
+                        _card(
+                            row,
+                            verdict.confidence,
+                            category=verdict.category,
+                            reasons=verdict.signals,
+                        )
+                    )
                 else:
-                    excluded.append({"id": row.id, "subject": row.subject, "reason": verdict.reason})
+                    excluded.append(
+                        {"id": row.id, "subject": row.subject, "reason": verdict.reason}
+                    )
             params = {"target_folder": CLEAN_FOLDER, "action": "archive"}
-            description = f"Mark read and move {len(cards)} message(s) to {CLEAN_FOLDER} (recoverable)"
+            description = (
+                f"Mark read and move {len(cards)} message(s) to {CLEAN_FOLDER} (recoverable)"
+            )
         else:
             cards = [_card(row, 1.0) for row in rows]
             if job_type is JobType.MARK_READ:
@@ -101,31 +126,55 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
                 description = f"{verb} {label} on {len(cards)} message(s)"
     params["description"] = description
     action: ProposedAction = {
-        "tool_call_id": call["id"], "tool": name, "action": job_type.value,
-        "description": description, "params": params, "groups": group_cards(cards),
+        "tool_call_id": call["id"],
+        "tool": name,
+        "action": job_type.value,
+        "description": description,
+        "params": params,
+        "groups": group_cards(cards),
     }
     if excluded:
         action["excluded"] = excluded
     return action
 
 
-async def _undo_cards(deps: GraphDeps, args: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+async def _undo_cards(
+    deps: GraphDeps, args: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     job_id = str(args.get("job_id") or "")
     try:
         job = await deps.store.get(uuid.UUID(job_id))
     except ValueError:
         job = None
     if job is None or job.status is not JobStatus.COMPLETED or not job.job_type.is_mutation:
-        return [], {"undo_of": job_id}, f"Nothing to undo: {job_id or 'no job'} is not a completed change"
+        return (
+            [],
+            {"undo_of": job_id},
+            f"Nothing to undo: {job_id or 'no job'} is not a completed change",
+        )
     events = await deps.store.events_after(job.job_id, 0, limit=100_000)
-    summary = next((e.data["summary"] for e in reversed(events) if isinstance(e.data.get("summary"), dict)), {})
+    summary = next(
+        (e.data["summary"] for e in reversed(events) if isinstance(e.data.get("summary"), dict)), {}
+    )
     cards = []
     for change in summary.get("changes", []):
         ref = EmailRef(change["folder"], int(change["uidvalidity"]), int(change["uid"]))
-        cards.append({"id": ref.id, "folder": ref.folder, "uid": ref.uid, "uidvalidity": ref.uidvalidity,
-                      "date": None, "from": "", "to": "", "cc": "", "subject": change.get("subject", ""),
-                      "unread": not change.get("was_seen", False), "message_id": change.get("message_id"),
-                      "confidence": 1.0})
+        cards.append(
+            {
+                "id": ref.id,
+                "folder": ref.folder,
+                "uid": ref.uid,
+                "uidvalidity": ref.uidvalidity,
+                "date": None,
+                "from": "",
+                "to": "",
+                "cc": "",
+                "subject": change.get("subject", ""),
+                "unread": not change.get("was_seen", False),
+                "message_id": change.get("message_id"),
+                "confidence": 1.0,
+            }
+        )
     desc = f"Undo {job.job_type.value.replace('_', ' ')} job {str(job.job_id)[:8]}: restore {len(cards)} message(s)"
     return cards, {"undo_of": str(job.job_id)}, desc
 
@@ -134,7 +183,9 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
     async def propose(state: ChatState) -> dict[str, Any]:
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
-        actions = [await propose_action(deps, c) for c in last.tool_calls if c["name"] in MUTATION_TOOLS]
+        actions = [
+            await propose_action(deps, c) for c in last.tool_calls if c["name"] in MUTATION_TOOLS
+        ]
         count = sum(len(g["messages"]) for a in actions for g in a["groups"])
         proposal: Proposal = {
             "kind": "approval",
@@ -157,10 +208,20 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
             decision = interrupt(proposal)
             note = "You rejected this, so nothing was changed."
         if not isinstance(decision, dict) or decision.get("decision") != "approve":
-            return Command(goto="agent", update={"proposal": None, "messages": [
-                ToolMessage(content=dumps({"rejected": True, "message": note}), tool_call_id=c["id"], name=c["name"])
-                for c in last.tool_calls
-            ]})
+            return Command(
+                goto="agent",
+                update={
+                    "proposal": None,
+                    "messages": [
+                        ToolMessage(
+                            content=dumps({"rejected": True, "message": note}),
+                            tool_call_id=c["id"],
+                            name=c["name"],
+                        )
+                        for c in last.tool_calls
+                    ],
+                },
+            )
         # Approved: from here on side effects are allowed.
         thread_id = str(config.get("configurable", {}).get("thread_id", ""))
         interrupt_id = str(decision.get("interrupt_id") or uuid.uuid4())
@@ -179,14 +240,26 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
             args = {**call["args"], "messages": [m["id"] for m in chosen]}
             if chosen:
                 approval_row = await deps.store.record_approval(
-                    thread_id=thread_id, interrupt_id=f"{interrupt_id}:{call['id']}",
-                    action=action["action"], params=action["params"],
-                    messages=[{"folder": m["folder"], "uidvalidity": m["uidvalidity"], "uid": m["uid"],
-                               "message_id": m.get("message_id"), "subject": m.get("subject", "")} for m in chosen],
+                    thread_id=thread_id,
+                    interrupt_id=f"{interrupt_id}:{call['id']}",
+                    action=action["action"],
+                    params=action["params"],
+                    messages=[
+                        {
+                            "folder": m["folder"],
+                            "uidvalidity": m["uidvalidity"],
+                            "uid": m["uid"],
+                            "message_id": m.get("message_id"),
+                            "subject": m.get("subject", ""),
+                        }
+                        for m in chosen
+                    ],
                 )
                 approvals[call["id"]] = str(approval_row.approval_id)
             calls.append({**call, "args": args})
         updated = AIMessage(content=last.content, tool_calls=calls, id=last.id)
-        return Command(goto="tools", update={"proposal": None, "messages": [updated], "approvals": approvals})
+        return Command(
+            goto="tools", update={"proposal": None, "messages": [updated], "approvals": approvals}
+        )
 
     return propose, approval

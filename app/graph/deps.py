@@ -23,4 +23,6 @@ class GraphDeps:
     @property
     def identity(self) -> Identity:
         s = self.settings
-        return Identity(email=s.identity_email, name=s.identity_name, aliases=tuple(s.identity_aliases))
+        return Identity(
+            email=s.identity_email, name=s.identity_name, aliases=tuple(s.identity_aliases)
+        )

@@ -40,8 +40,28 @@ HELP_TEXT = """I'm Piper, your email secretary. I work on a copy of your mailbox
 • "move emails from receipts@shop.example to Receipts", "label emails from Bob as Projects"
 • "undo" — put back the last change I made"""
 
-_STOP = {"the", "all", "my", "emails", "email", "messages", "message", "mail", "mails", "notifications",
-         "notification", "newsletters", "newsletter", "from", "of", "any", "those", "these", "every", "please"}
+_STOP = {
+    "the",
+    "all",
+    "my",
+    "emails",
+    "email",
+    "messages",
+    "message",
+    "mail",
+    "mails",
+    "notifications",
+    "notification",
+    "newsletters",
+    "newsletter",
+    "from",
+    "of",
+    "any",
+    "those",
+    "these",
+    "every",
+    "please",
+}
 
 
 def _words(text: str) -> list[str]:
@@ -58,16 +78,29 @@ def plan_request(text: str) -> AIMessage:
     low = raw.lower()
     if low.startswith("/help") or re.fullmatch(r"(help|what can you do\??|\?)", low):
         return AIMessage(content=HELP_TEXT)
-    if low.startswith("/sync") or re.search(r"\b(sync|refresh|fetch|check)\b.*\b(mail|inbox|mailbox)\b", low):
+    if low.startswith("/sync") or re.search(
+        r"\b(sync|refresh|fetch|check)\b.*\b(mail|inbox|mailbox)\b", low
+    ):
         return AIMessage(content="", tool_calls=[_call("sync_mailbox", {})])
-    if low.startswith("/status") or re.search(r"\b(status|jobs?|progress)\b", low) and len(low) < 40:
+    if (
+        low.startswith("/status")
+        or re.search(r"\b(status|jobs?|progress)\b", low)
+        and len(low) < 40
+    ):
         return AIMessage(content="", tool_calls=[_call("job_status", {})])
-    if low.startswith("/clean") or re.search(r"\b(clean|tidy|declutter)\b.*\b(inbox|mail|mailbox)\b", low):
+    if low.startswith("/clean") or re.search(
+        r"\b(clean|tidy|declutter)\b.*\b(inbox|mail|mailbox)\b", low
+    ):
         return AIMessage(content="", tool_calls=[_call("quick_clean_inbox", {})])
-    if low.startswith("/undo") or re.fullmatch(r"undo( (that|it|the last (change|clean)))?[.!]?", low):
+    if low.startswith("/undo") or re.fullmatch(
+        r"undo( (that|it|the last (change|clean)))?[.!]?", low
+    ):
         job = raw.split(maxsplit=1)[1].strip() if low.startswith("/undo") and " " in raw else ""
-        return AIMessage(content="", tool_calls=[_call("job_status", {"job_id": job} if job else {})],
-                         additional_kwargs={"piper_intent": "undo"})
+        return AIMessage(
+            content="",
+            tool_calls=[_call("job_status", {"job_id": job} if job else {})],
+            additional_kwargs={"piper_intent": "undo"},
+        )
     triage = _plan_triage(low)
     if triage is not None:
         return triage
@@ -75,10 +108,16 @@ def plan_request(text: str) -> AIMessage:
     if m:
         action = "mark_read" if m.group(2) in ("read", "seen") else "mark_unread"
         return _search_then(m.group(1), action, unread=action == "mark_read")
-    m = re.search(r"\bmove\s+(.+?)\s+to\s+(?:the\s+)?(?:folder\s+)?[\"']?([\w ./-]+?)[\"']?(?:\s+folder)?\s*$", raw, re.I)
+    m = re.search(
+        r"\bmove\s+(.+?)\s+to\s+(?:the\s+)?(?:folder\s+)?[\"']?([\w ./-]+?)[\"']?(?:\s+folder)?\s*$",
+        raw,
+        re.I,
+    )
     if m:
         return _search_then(m.group(1), "move_emails", target_folder=m.group(2).strip())
-    m = re.search(r"\b(?:label|tag)\s+(.+?)\s+(?:as|with)\s+[\"']?([\w ./-]+?)[\"']?\s*$", raw, re.I)
+    m = re.search(
+        r"\b(?:label|tag)\s+(.+?)\s+(?:as|with)\s+[\"']?([\w ./-]+?)[\"']?\s*$", raw, re.I
+    )
     if m:
         return _search_then(m.group(1), "apply_label", label=m.group(2).strip())
     m = re.search(r"\b(?:find|search|show|list)\b\s*(?:me\s+)?(.*)$", low)
@@ -88,8 +127,11 @@ def plan_request(text: str) -> AIMessage:
 
 
 def _plan_triage(low: str) -> AIMessage | None:
-    wants = re.search(r"\b(top|highest|priority|important|action[- ]required|needs? my (reply|attention)|"
-                      r"reply|zoom|unread|what needs)\b", low)
+    wants = re.search(
+        r"\b(top|highest|priority|important|action[- ]required|needs? my (reply|attention)|"
+        r"reply|zoom|unread|what needs)\b",
+        low,
+    )
     if not wants or re.search(r"\bmark\b|\bmove\b|\blabel\b", low):
         return None
     n = re.search(r"\btop\s+(\d{1,3})\b|\b(\d{1,3})\s+(?:highest|most|top)\b", low)
@@ -101,14 +143,24 @@ def _plan_triage(low: str) -> AIMessage | None:
     if re.search(r"\bzoom\b|\bmeeting", low):
         filters.append("zoom")
     category = None
-    for name, pattern in (("action_required", r"action[- ]required|needs? my (reply|attention)|to reply|reply to|what needs"),
-                          ("newsletter", r"newsletters?"), ("notification", r"notifications?"), ("fyi", r"\bfyi\b")):
+    for name, pattern in (
+        (
+            "action_required",
+            r"action[- ]required|needs? my (reply|attention)|to reply|reply to|what needs",
+        ),
+        ("newsletter", r"newsletters?"),
+        ("notification", r"notifications?"),
+        ("fyi", r"\bfyi\b"),
+    ):
         if re.search(pattern, low):
             category = name
             break
     if category is None and not filters and not n:
         return None
-    args: dict[str, Any] = {"n": int(next(g for g in n.groups() if g)) if n else 10, "filters": filters}
+    args: dict[str, Any] = {
+        "n": int(next(g for g in n.groups() if g)) if n else 10,
+        "filters": filters,
+    }
     if category:
         args["category"] = category
     return AIMessage(content="", tool_calls=[_call("top_by_confidence", args)])
@@ -144,7 +196,9 @@ def follow_up(issuer: AIMessage, results: Sequence[ToolMessage]) -> AIMessage:
     for msg in results:
         call = calls.get(msg.tool_call_id, {"name": msg.name or "", "args": {}})
         name, args, data = call["name"], call.get("args", {}), _result(msg)
-        if getattr(msg, "status", None) == "error" or (isinstance(data, dict) and "rejected" in data):
+        if getattr(msg, "status", None) == "error" or (
+            isinstance(data, dict) and "rejected" in data
+        ):
             lines.append(str(data.get("message") if isinstance(data, dict) else data))
             continue
         if isinstance(data, dict) and data.get("error"):
@@ -153,15 +207,23 @@ def follow_up(issuer: AIMessage, results: Sequence[ToolMessage]) -> AIMessage:
         if name == "search_emails" and args.get("then"):
             ids = [e["id"] for e in data.get("emails", [])]
             if not ids:
-                return AIMessage(content="I found no matching messages in your mailbox copy, so there is nothing to change.")
+                return AIMessage(
+                    content="I found no matching messages in your mailbox copy, so there is nothing to change."
+                )
             params = {k: args[k] for k in ("target_folder", "label") if args.get(k)}
-            return AIMessage(content="", tool_calls=[_call(args["then"], {"messages": ids, **params})])
+            return AIMessage(
+                content="", tool_calls=[_call(args["then"], {"messages": ids, **params})]
+            )
         if name == "quick_clean_inbox":
             ids = [c["id"] for c in data.get("candidates", [])]
             if not ids:
-                return AIMessage(content="Your inbox looks tidy: I found nothing that is safe to clean up."
-                                 + _excluded_note(data))
-            return AIMessage(content="", tool_calls=[_call("execute_clean_batch", {"messages": ids})])
+                return AIMessage(
+                    content="Your inbox looks tidy: I found nothing that is safe to clean up."
+                    + _excluded_note(data)
+                )
+            return AIMessage(
+                content="", tool_calls=[_call("execute_clean_batch", {"messages": ids})]
+            )
         if name == "job_status" and issuer.additional_kwargs.get("piper_intent") == "undo":
             target = _last_undoable(data)
             if target is None:
@@ -181,7 +243,10 @@ def _last_undoable(data: Any) -> str | None:
     if isinstance(data, dict) and data.get("job_id"):
         jobs = [data]
     for job in jobs:
-        if job.get("job_type") in ("clean", "move", "mark_read", "mark_unread", "label") and job.get("status") == "completed":
+        if (
+            job.get("job_type") in ("clean", "move", "mark_read", "mark_unread", "label")
+            and job.get("status") == "completed"
+        ):
             return str(job["job_id"])
     return None
 
@@ -192,30 +257,49 @@ def describe_result(name: str, data: Any) -> str:
     if "job_id" in data and data.get("job_type") == "sync":
         return f"Started a mailbox sync (job {data['job_id'][:8]}). You can watch it in the progress panel."
     if "job_id" in data and "messages" in data:
-        return (f"Approved — job {data['job_id'][:8]} is applying {data['job_type'].replace('_', ' ')} "
-                f"to {data['messages']} message(s). Progress shows in the panel.")
+        return (
+            f"Approved — job {data['job_id'][:8]} is applying {data['job_type'].replace('_', ' ')} "
+            f"to {data['messages']} message(s). Progress shows in the panel."
+        )
     if name == "job_status":
         if "jobs" in data:
             jobs = data["jobs"][:5]
-            mirror = ", ".join(f"{c['folder']}: {c['messages']} ({c['unread']} unread)" for c in data.get("mirror", []))
-            listing = "\n".join(f"• {j['job_type']} {j['job_id'][:8]}: {j['status']} ({j['processed']}/{j['total_estimate'] or '?'})" for j in jobs)
-            return (listing or "No jobs yet.") + (f"\nMailbox copy — {mirror}" if mirror else "\nMy mailbox copy is empty: try /sync.")
+            mirror = ", ".join(
+                f"{c['folder']}: {c['messages']} ({c['unread']} unread)"
+                for c in data.get("mirror", [])
+            )
+            listing = "\n".join(
+                f"• {j['job_type']} {j['job_id'][:8]}: {j['status']} ({j['processed']}/{j['total_estimate'] or '?'})"
+                for j in jobs
+            )
+            return (listing or "No jobs yet.") + (
+                f"\nMailbox copy — {mirror}" if mirror else "\nMy mailbox copy is empty: try /sync."
+            )
         return f"Job {data.get('job_id', '')[:8]}: {data.get('status')} ({data.get('processed')}/{data.get('total_estimate') or '?'})"
     if name == "search_emails":
         emails = data.get("emails", [])
         if not emails:
             return "No matching messages."
         return f"Found {data['count']} message(s):\n" + "\n".join(
-            f"• {(e['date'] or '')[:10]} — {e['from']} — {e['subject']}" for e in emails[:15])
+            f"• {(e['date'] or '')[:10]} — {e['from']} — {e['subject']}" for e in emails[:15]
+        )
     if name == "top_by_confidence":
         items = data.get("results", [])
         if not items:
             return "Nothing matches that right now."
-        head = f"Top {len(items)} {data.get('category') or 'messages'} by confidence" + (
-            f" ({', '.join(data.get('filters', []))})" if data.get("filters") else "") + ":"
-        return head + "\n" + "\n".join(
-            f"{i}. [{it['confidence']:.2f}] {it['from']} — {it['subject']} ({'; '.join(it['reasons'][:3])})"
-            for i, it in enumerate(items, 1))
+        head = (
+            f"Top {len(items)} {data.get('category') or 'messages'} by confidence"
+            + (f" ({', '.join(data.get('filters', []))})" if data.get("filters") else "")
+            + ":"
+        )
+        return (
+            head
+            + "\n"
+            + "\n".join(
+                f"{i}. [{it['confidence']:.2f}] {it['from']} — {it['subject']} ({'; '.join(it['reasons'][:3])})"
+                for i, it in enumerate(items, 1)
+            )
+        )
     return json.dumps(data)[:500]
 
 
@@ -228,7 +312,9 @@ class ScriptedPlanner(BaseChatModel):
     def _llm_type(self) -> str:
         return "piper-scripted-planner"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, BaseMessage]:
+    def bind_tools(
+        self, tools: Sequence[Any], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, BaseMessage]:
         names = [getattr(t, "name", None) or getattr(t, "__name__", str(t)) for t in tools]
         return self.model_copy(update={"tool_names": names})
 

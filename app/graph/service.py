@@ -40,8 +40,12 @@ class ChatTurn:
     job_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"thread_id": self.thread_id, "messages": self.messages, "interrupt": self.interrupt,
-                "job_ids": self.job_ids}
+        return {
+            "thread_id": self.thread_id,
+            "messages": self.messages,
+            "interrupt": self.interrupt,
+            "job_ids": self.job_ids,
+        }
 
 
 def render_message(msg: BaseMessage) -> dict[str, Any] | None:
@@ -52,7 +56,11 @@ def render_message(msg: BaseMessage) -> dict[str, Any] | None:
             return {"role": "assistant", "content": str(msg.content)}
         if msg.tool_calls:
             names = ", ".join(c["name"] for c in msg.tool_calls)
-            return {"role": "tool", "content": f"calling {names}", "tool_calls": [c["name"] for c in msg.tool_calls]}
+            return {
+                "role": "tool",
+                "content": f"calling {names}",
+                "tool_calls": [c["name"] for c in msg.tool_calls],
+            }
         return None
     if isinstance(msg, ToolMessage):
         return {"role": "tool", "content": _tool_summary(msg), "name": msg.name}
@@ -141,7 +149,9 @@ class ChatService:
             before = len(messages)
             if state.interrupts:
                 # A new request sets the pending approval aside (nothing is changed).
-                await self.graph.ainvoke(Command(resume={"decision": "reject"}), self._config(thread_id))
+                await self.graph.ainvoke(
+                    Command(resume={"decision": "reject"}), self._config(thread_id)
+                )
             await self.graph.ainvoke({"messages": [HumanMessage(text)]}, self._config(thread_id))
             return await self._turn(thread_id, before)
 
@@ -156,7 +166,9 @@ class ChatService:
                 raise ChatError(404, f"unknown thread {thread_id!r}")
             pending = {i.id for i in state.interrupts}
             if interrupt_id not in pending:
-                raise ChatError(409, "that approval is no longer pending (already answered or replaced)")
+                raise ChatError(
+                    409, "that approval is no longer pending (already answered or replaced)"
+                )
             value: dict[str, Any] = {"decision": decision, "interrupt_id": interrupt_id}
             if selection is not None:
                 value["selection"] = [str(s) for s in selection]

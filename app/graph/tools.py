@@ -17,7 +17,9 @@ from app.graph.deps import GraphDeps
 from app.jobs.models import JobType
 from app.mail import mirror_reads
 
-READ_ONLY_TOOLS = frozenset({"sync_mailbox", "search_emails", "job_status", "quick_clean_inbox", "top_by_confidence"})
+READ_ONLY_TOOLS = frozenset(
+    {"sync_mailbox", "search_emails", "job_status", "quick_clean_inbox", "top_by_confidence"}
+)
 MUTATION_TOOLS: dict[str, JobType] = {
     "mark_read": JobType.MARK_READ,
     "mark_unread": JobType.MARK_UNREAD,
@@ -36,7 +38,9 @@ Approvals = Annotated[dict[str, Any], InjectedState]
 CallId = Annotated[str, InjectedToolCallId]
 
 
-async def enqueue_approved(deps: GraphDeps, job_type: JobType, state: dict[str, Any], call_id: str) -> str:
+async def enqueue_approved(
+    deps: GraphDeps, job_type: JobType, state: dict[str, Any], call_id: str
+) -> str:
     """The one path from an approval to a mutation job."""
     approval_id = (state.get("approvals") or {}).get(call_id)
     if not approval_id:
@@ -49,11 +53,21 @@ async def enqueue_approved(deps: GraphDeps, job_type: JobType, state: dict[str, 
         return dumps({"error": "no matching approval was recorded: nothing was changed"})
     payload = {**approval.params, "messages": approval.messages}
     job = await deps.store.enqueue(
-        job_type, payload, approval_id=approval.approval_id,
-        idempotency_key=f"approval:{approval.approval_id}", total_estimate=len(approval.messages),
+        job_type,
+        payload,
+        approval_id=approval.approval_id,
+        idempotency_key=f"approval:{approval.approval_id}",
+        total_estimate=len(approval.messages),
     )
-    return dumps({"job_id": str(job.job_id), "job_type": job_type.value, "status": job.status.value,
-                  "messages": len(approval.messages), "approval_id": str(approval.approval_id)})
+    return dumps(
+        {
+            "job_id": str(job.job_id),
+            "job_type": job_type.value,
+            "status": job.status.value,
+            "messages": len(approval.messages),
+            "approval_id": str(approval.approval_id),
+        }
+    )
 
 
 def make_tools(deps: GraphDeps) -> list[BaseTool]:
@@ -83,17 +97,29 @@ def make_tools(deps: GraphDeps) -> list[BaseTool]:
         `then`/`target_folder`/`label` record what the search is for (e.g.
         then="mark_read"); they change nothing."""
         rows = await mirror_reads.search_emails(
-            deps.pool, words=text.split(), from_contains=from_contains,
-            subject_contains=subject_contains, unread=unread, folder=folder or None, limit=limit,
+            deps.pool,
+            words=text.split(),
+            from_contains=from_contains,
+            subject_contains=subject_contains,
+            unread=unread,
+            folder=folder or None,
+            limit=limit,
         )
-        return dumps({
-            "count": len(rows),
-            "emails": [
-                {"id": r.id, "date": r.date.isoformat() if r.date else None, "from": r.sender,
-                 "subject": r.subject, "unread": r.unread}
-                for r in rows
-            ],
-        })
+        return dumps(
+            {
+                "count": len(rows),
+                "emails": [
+                    {
+                        "id": r.id,
+                        "date": r.date.isoformat() if r.date else None,
+                        "from": r.sender,
+                        "subject": r.subject,
+                        "unread": r.unread,
+                    }
+                    for r in rows
+                ],
+            }
+        )
 
     @tool
     async def job_status(job_id: str | None = None) -> str:
@@ -128,7 +154,11 @@ def make_tools(deps: GraphDeps) -> list[BaseTool]:
 
     @tool
     async def apply_label(
-        messages: list[str], label: str, state: Approvals, tool_call_id: CallId, remove: bool = False,
+        messages: list[str],
+        label: str,
+        state: Approvals,
+        tool_call_id: CallId,
+        remove: bool = False,
     ) -> str:
         """Apply (or with remove=true, remove) a label such as `Secretary/Auto-Cleaned`
         on these messages. Runs only after the person approves."""
@@ -149,8 +179,17 @@ def make_tools(deps: GraphDeps) -> list[BaseTool]:
         and restore their read state. Runs only after the person approves."""
         return await enqueue_approved(deps, JobType.UNDO, state, tool_call_id)
 
-    tools: list[BaseTool] = [sync_mailbox, search_emails, job_status, mark_read, mark_unread,
-                             move_emails, apply_label, execute_clean_batch, undo_job]
+    tools: list[BaseTool] = [
+        sync_mailbox,
+        search_emails,
+        job_status,
+        mark_read,
+        mark_unread,
+        move_emails,
+        apply_label,
+        execute_clean_batch,
+        undo_job,
+    ]
     from app.graph.triage_tools import make_triage_tools
 
     tools.extend(make_triage_tools(deps))

@@ -21,11 +21,18 @@ FILTERS = ("today", "unread", "zoom")
 
 
 def _brief(row: mirror_reads.EmailRow) -> dict[str, Any]:
-    return {"id": row.id, "date": row.date.isoformat() if row.date else None, "from": row.sender,
-            "subject": row.subject, "unread": row.unread}
+    return {
+        "id": row.id,
+        "date": row.date.isoformat() if row.date else None,
+        "from": row.sender,
+        "subject": row.subject,
+        "unread": row.unread,
+    }
 
 
-async def rank(deps: GraphDeps, *, category: str | None, n: int, filters: list[str]) -> list[dict[str, Any]]:
+async def rank(
+    deps: GraphDeps, *, category: str | None, n: int, filters: list[str]
+) -> list[dict[str, Any]]:
     tz = ZoneInfo(deps.settings.timezone)
     now = deps.clock()
     rows = await mirror_reads.folder_emails(deps.pool, "INBOX")
@@ -41,9 +48,16 @@ async def rank(deps: GraphDeps, *, category: str | None, n: int, filters: list[s
         if category and t.category != category:
             continue
         ranked.append((t, row))
-    ranked.sort(key=lambda tr: (-tr[0].confidence, -(tr[1].date or datetime.min.replace(tzinfo=tz)).timestamp()))
-    return [{**_brief(row), "category": t.category, "confidence": t.confidence, "reasons": t.reasons}
-            for t, row in ranked[:n]]
+    ranked.sort(
+        key=lambda tr: (
+            -tr[0].confidence,
+            -(tr[1].date or datetime.min.replace(tzinfo=tz)).timestamp(),
+        )
+    )
+    return [
+        {**_brief(row), "category": t.category, "confidence": t.confidence, "reasons": t.reasons}
+        for t, row in ranked[:n]
+    ]
 
 
 def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
@@ -65,15 +79,28 @@ def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
             if verdict.direct:
                 excluded_direct += 1
             if verdict.candidate:
-                candidates.append({**_brief(row), "confidence": verdict.confidence,
-                                   "category": verdict.category, "signals": verdict.signals})
+                candidates.append(
+                    {
+                        **_brief(row),
+                        "confidence": verdict.confidence,
+                        "category": verdict.category,
+                        "signals": verdict.signals,
+                    }
+                )
         candidates.sort(key=lambda c: -c["confidence"])
-        return dumps({"candidates": candidates[: max(1, min(limit, MAX_CLEAN_CANDIDATES))],
-                      "scanned": scanned, "excluded_direct": excluded_direct, "timed_out": timed_out})
+        return dumps(
+            {
+                "candidates": candidates[: max(1, min(limit, MAX_CLEAN_CANDIDATES))],
+                "scanned": scanned,
+                "excluded_direct": excluded_direct,
+                "timed_out": timed_out,
+            }
+        )
 
     @tool
-    async def top_by_confidence(category: str | None = "action_required", n: int = 10,
-                                filters: list[str] | None = None) -> str:
+    async def top_by_confidence(
+        category: str | None = "action_required", n: int = 10, filters: list[str] | None = None
+    ) -> str:
         """Rank INBOX messages by triage confidence. category: one of action_required,
         fyi, newsletter, notification, cleanup (or null for any). filters, combinable:
         "today" (in the person's timezone), "unread", "zoom" (Zoom invites or links).
@@ -81,7 +108,9 @@ def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
         filters = [f for f in (filters or []) if f]
         bad = [f for f in filters if f not in FILTERS]
         if category is not None and category not in CATEGORIES:
-            return dumps({"error": f"unknown category {category!r}; use one of {', '.join(CATEGORIES)}"})
+            return dumps(
+                {"error": f"unknown category {category!r}; use one of {', '.join(CATEGORIES)}"}
+            )
         if bad:
             return dumps({"error": f"unknown filter(s) {bad}; use {', '.join(FILTERS)}"})
         results = await rank(deps, category=category, n=max(1, min(n, 200)), filters=filters)

@@ -24,11 +24,37 @@ NOREPLY = re.compile(
     re.IGNORECASE,
 )
 NOTIFICATION_DOMAINS = (
-    "github.com", "gitlab.com", "linkedin.com", "facebookmail.com", "twitter.com", "x.com",
-    "slack.com", "atlassian.net", "atlassian.com", "google.com", "accounts.google.com", "medium.com",
-    "substack.com", "mailchimp.com", "mcsv.net", "sendgrid.net", "amazonses.com", "zendesk.com",
-    "intercom.io", "hubspot.com", "stripe.com", "paypal.com", "amazon.com", "notion.so", "figma.com",
-    "trello.com", "asana.com", "dropbox.com", "quora.com", "meetup.com", "eventbrite.com",
+    "github.com",
+    "gitlab.com",
+    "linkedin.com",
+    "facebookmail.com",
+    "twitter.com",
+    "x.com",
+    "slack.com",
+    "atlassian.net",
+    "atlassian.com",
+    "google.com",
+    "accounts.google.com",
+    "medium.com",
+    "substack.com",
+    "mailchimp.com",
+    "mcsv.net",
+    "sendgrid.net",
+    "amazonses.com",
+    "zendesk.com",
+    "intercom.io",
+    "hubspot.com",
+    "stripe.com",
+    "paypal.com",
+    "amazon.com",
+    "notion.so",
+    "figma.com",
+    "trello.com",
+    "asana.com",
+    "dropbox.com",
+    "quora.com",
+    "meetup.com",
+    "eventbrite.com",
 )
 NEWSLETTER_WORDS = re.compile(
     r"\b(newsletter|digest|weekly|monthly|roundup|edition|issue #?\d+|webinar|% off|sale|deal|"
@@ -75,7 +101,9 @@ def exclusion_reason(row: CleanInput, identity: Identity) -> str | None:
     """Why a message may never be cleaned, or None. Checked before anything else."""
     if identity.is_recipient(row.to_addrs, row.cc_addrs):
         return "addressed to you (To/CC)"
-    if identity.name_mentioned(row.body_excerpt or "") or identity.name_mentioned(row.subject or ""):
+    if identity.name_mentioned(row.body_excerpt or "") or identity.name_mentioned(
+        row.subject or ""
+    ):
         return "mentions you by name"
     if "\\Flagged" in (row.flags or []):
         return "you flagged it"
@@ -98,7 +126,10 @@ def bulk_signals(row: CleanInput) -> list[str]:
         signals.append("noreply_sender")
     if domain and any(domain == d or domain.endswith("." + d) for d in NOTIFICATION_DOMAINS):
         signals.append("notification_domain")
-    if NEWSLETTER_WORDS.search(row.subject or "") or "unsubscribe" in (row.body_excerpt or "").lower():
+    if (
+        NEWSLETTER_WORDS.search(row.subject or "")
+        or "unsubscribe" in (row.body_excerpt or "").lower()
+    ):
         signals.append("newsletter_words")
     return signals
 
@@ -122,6 +153,11 @@ def assess_for_clean(row: CleanInput, identity: Identity) -> CleanVerdict:
     else:
         category = "bulk"
     if confidence < MIN_CONFIDENCE:
-        return CleanVerdict(candidate=False, confidence=confidence, category=category, signals=signals,
-                            reason="not clearly bulk mail")
+        return CleanVerdict(
+            candidate=False,
+            confidence=confidence,
+            category=category,
+            signals=signals,
+            reason="not clearly bulk mail",
+        )
     return CleanVerdict(candidate=True, confidence=confidence, category=category, signals=signals)

@@ -181,5 +181,7 @@ def parse_message(raw: bytes, *, excerpt_chars: int = 2000) -> ParsedMessage:
             problems=tuple(problems),
         )
     except Exception as exc:  # one bad message never fails a sync
-        return ParsedMessage(subject=decode_header_text(msg.get("Subject")),
-                             problems=(*problems, f"could not parse: {type(exc).__name__}: {exc}"))
+        return ParsedMessage(
+            subject=decode_header_text(msg.get("Subject")),
+            problems=(*problems, f"could not parse: {type(exc).__name__}: {exc}"),
+        )

@@ -79,8 +79,13 @@ class EmailRow:
         return self.from_addr or self.from_name or ""
 
     def identity(self) -> dict[str, Any]:
-        return {"folder": self.folder, "uidvalidity": self.uidvalidity, "uid": self.uid,
-                "message_id": self.message_id, "subject": self.subject}
+        return {
+            "folder": self.folder,
+            "uidvalidity": self.uidvalidity,
+            "uid": self.uid,
+            "message_id": self.message_id,
+            "subject": self.subject,
+        }
 
     def card(self, *, with_body: bool = False) -> dict[str, Any]:
         """What an approval shows of a message (SPEC §8)."""
@@ -139,9 +144,13 @@ async def emails_by_refs(pool: AsyncConnectionPool, refs: Iterable[EmailRef]) ->
     return [EmailRow.from_row(r) for r in rows]
 
 
-async def folder_emails(pool: AsyncConnectionPool, folder: str = "INBOX", limit: int = 20_000) -> list[EmailRow]:
+async def folder_emails(
+    pool: AsyncConnectionPool, folder: str = "INBOX", limit: int = 20_000
+) -> list[EmailRow]:
     async with pool.connection() as conn:
-        rows = await (await conn.execute(query("folder_emails"), {"folder": folder, "limit": limit})).fetchall()
+        rows = await (
+            await conn.execute(query("folder_emails"), {"folder": folder, "limit": limit})
+        ).fetchall()
     return [EmailRow.from_row(r) for r in rows]
 
 

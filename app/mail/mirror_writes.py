@@ -200,6 +200,11 @@ async def move_rows(
         }
         for uid, target_uid, flags in moves
     ]
-    if rows:
-        async with conn.cursor() as cur:
-            await cur.executemany(query("move_email"), rows)
+    if not rows:
+        return
+    if target_uidvalidity is not None:
+        await conn.execute(
+            query("ensure_folder_known"), {"folder": target, "uidvalidity": target_uidvalidity}
+        )
+    async with conn.cursor() as cur:
+        await cur.executemany(query("move_email"), rows)

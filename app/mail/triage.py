@@ -18,12 +18,21 @@ from app.mail.identity import Identity
 
 CATEGORIES = ("action_required", "fyi", "newsletter", "notification", "cleanup")
 
-QUESTION = re.compile(r"\?|\b(can you|could you|would you|will you|please|let me know|thoughts|"
-                      r"what do you think|are you able|do you have)\b", re.IGNORECASE)
-DEADLINE = re.compile(r"\b(today|tonight|tomorrow|eod|end of (the )?day|deadline|due|asap|urgent|"
-                      r"by (mon|tues|wednes|thurs|fri|satur|sun)day|this week|before \d|by \d)\b", re.IGNORECASE)
-MEETING = re.compile(r"zoom\.us/[jw]/|\bzoom\b|invitation:|meet\.google\.com|teams\.microsoft\.com|"
-                     r"\bcalendar invite\b|\bmeeting\b", re.IGNORECASE)
+QUESTION = re.compile(
+    r"\?|\b(can you|could you|would you|will you|please|let me know|thoughts|"
+    r"what do you think|are you able|do you have)\b",
+    re.IGNORECASE,
+)
+DEADLINE = re.compile(
+    r"\b(today|tonight|tomorrow|eod|end of (the )?day|deadline|due|asap|urgent|"
+    r"by (mon|tues|wednes|thurs|fri|satur|sun)day|this week|before \d|by \d)\b",
+    re.IGNORECASE,
+)
+MEETING = re.compile(
+    r"zoom\.us/[jw]/|\bzoom\b|invitation:|meet\.google\.com|teams\.microsoft\.com|"
+    r"\bcalendar invite\b|\bmeeting\b",
+    re.IGNORECASE,
+)
 ZOOM = re.compile(r"zoom\.us/|\bzoom\b", re.IGNORECASE)
 
 
@@ -101,9 +110,11 @@ def triage(row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozen
         evidence["newsletter"].append((0.35, "newsletter wording"))
     if "precedence_bulk" in bulk:
         evidence["newsletter"].append((0.2, "bulk precedence"))
-    for signal, weight, reason in (("noreply_sender", 0.55, "no-reply sender"),
-                                   ("auto_submitted", 0.45, "automated message"),
-                                   ("notification_domain", 0.35, "notification service")):
+    for signal, weight, reason in (
+        ("noreply_sender", 0.55, "no-reply sender"),
+        ("auto_submitted", 0.45, "automated message"),
+        ("notification_domain", 0.35, "notification service"),
+    ):
         if signal in bulk:
             evidence["notification"].append((weight, reason))
     verdict = assess_for_clean(row, identity)
@@ -123,5 +134,9 @@ def triage(row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozen
         reasons.append("already replied (lowered)")
     if scores[category] == 0:
         category, reasons = "fyi", ["nothing stands out"]
-    return Triage(category=category, confidence=round(scores[category], 3),
-                  scores={c: round(s, 3) for c, s in scores.items()}, reasons=reasons)
+    return Triage(
+        category=category,
+        confidence=round(scores[category], 3),
+        scores={c: round(s, 3) for c, s in scores.items()},
+        reasons=reasons,
+    )

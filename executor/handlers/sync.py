@@ -140,7 +140,10 @@ def uids_after(client: imapclient.IMAPClient, last_seen: int) -> list[int]:
 
 
 def fetch_uid_range(
-    client: imapclient.IMAPClient, uid_set: str, items: list[str], modifiers: list[str] | None = None
+    client: imapclient.IMAPClient,
+    uid_set: str,
+    items: list[str],
+    modifiers: list[str] | None = None,
 ) -> dict[int, dict[bytes, Any]]:
     """UID FETCH over a range like `1:500`.
 
@@ -150,7 +153,10 @@ def fetch_uid_range(
     """
     imap = client._imap
     tag = imap._command(
-        "UID", "FETCH", uid_set, seq_to_parenstr_upper(items),
+        "UID",
+        "FETCH",
+        uid_set,
+        seq_to_parenstr_upper(items),
         seq_to_parenstr_upper(modifiers) if modifiers else None,
     )
     typ, data = imap._command_complete("FETCH", tag)

@@ -51,10 +51,13 @@ async def test_sync_job_is_claimed_and_completes_with_an_exact_mirror(
     # Read-only: nothing was marked read on the server.
     assert await asyncio.to_thread(server_state, imap_account) == before
     async with pool.connection() as conn:
-        row = await (await conn.execute(
-            "SELECT count(*) AS n, count(*) FILTER (WHERE subject <> '') AS subj, "
-            "count(*) FILTER (WHERE body_excerpt <> '') AS body, count(*) FILTER (WHERE from_addr IS NOT NULL) AS frm "
-            "FROM emails")).fetchone()
+        row = await (
+            await conn.execute(
+                "SELECT count(*) AS n, count(*) FILTER (WHERE subject <> '') AS subj, "
+                "count(*) FILTER (WHERE body_excerpt <> '') AS body, count(*) FILTER (WHERE from_addr IS NOT NULL) AS frm "
+                "FROM emails"
+            )
+        ).fetchone()
     assert row["n"] == row["subj"] == row["frm"] == 120
     assert row["body"] >= 110
 
@@ -126,13 +129,17 @@ async def test_three_workers_many_jobs_each_attempt_claimed_by_exactly_one_worke
     for job in jobs:
         final = await store.get(job.job_id)
         assert final is not None and final.status is JobStatus.COMPLETED, final and final.error
-        claims = [e for e in await store.events_after(job.job_id) if e.message.startswith("claimed by")]
+        claims = [
+            e for e in await store.events_after(job.job_id) if e.message.startswith("claimed by")
+        ]
         assert len(claims) == final.attempt
         assert len({c.data["attempt"] for c in claims}) == len(claims)
     async with pool.connection() as conn:
-        dup = await (await conn.execute(
-            "SELECT count(*) AS n FROM (SELECT folder, uid FROM emails GROUP BY 1, 2 HAVING count(*) > 1) d"
-        )).fetchone()
+        dup = await (
+            await conn.execute(
+                "SELECT count(*) AS n FROM (SELECT folder, uid FROM emails GROUP BY 1, 2 HAVING count(*) > 1) d"
+            )
+        ).fetchone()
     assert dup["n"] == 0
 
 
@@ -166,8 +173,9 @@ async def test_sync_follows_adds_flag_changes_deletes_and_uidvalidity_change(
     await sync()
     assert await mirror_state(pool) == await asyncio.to_thread(server_state, imap_account)
     async with pool.connection() as conn:
-        row = await (await conn.execute(
-            "SELECT labels FROM emails WHERE 'Project-X' = ANY (flags) LIMIT 1")).fetchone()
+        row = await (
+            await conn.execute("SELECT labels FROM emails WHERE 'Project-X' = ANY (flags) LIMIT 1")
+        ).fetchone()
     assert row is not None and "Project-X" in row["labels"]
 
     await asyncio.to_thread(dovecot.reset_folder_uidvalidity, "INBOX", imap_account.username)
@@ -175,9 +183,12 @@ async def test_sync_follows_adds_flag_changes_deletes_and_uidvalidity_change(
     server = await asyncio.to_thread(server_state, imap_account)
     assert await mirror_state(pool) == server
     async with pool.connection() as conn:
-        stale = await (await conn.execute(
-            "SELECT count(*) AS n FROM emails e JOIN mail_folders f USING (folder) "
-            "WHERE e.uidvalidity <> f.uidvalidity")).fetchone()
+        stale = await (
+            await conn.execute(
+                "SELECT count(*) AS n FROM emails e JOIN mail_folders f USING (folder) "
+                "WHERE e.uidvalidity <> f.uidvalidity"
+            )
+        ).fetchone()
         total = await (await conn.execute("SELECT count(*) AS n FROM emails")).fetchone()
     assert stale["n"] == 0
     assert total["n"] == sum(len(v) for v in server.values())
@@ -201,10 +212,17 @@ def _executor_process(
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "executor", "--workers", "2", "--log-level", "WARNING", *args],
-        env={**os.environ, "DATABASE_URL": database_url, "IMAP_HOST": account.host,
-             "IMAP_PORT": str(account.port), "IMAP_USERNAME": account.username,
-             "IMAP_PASSWORD": account.password, "IMAP_SSL": "false",
-             "SECRETARY_POLL_SECONDS": "0.2", **env},
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "IMAP_HOST": account.host,
+            "IMAP_PORT": str(account.port),
+            "IMAP_USERNAME": account.username,
+            "IMAP_PASSWORD": account.password,
+            "IMAP_SSL": "false",
+            "SECRETARY_POLL_SECONDS": "0.2",
+            **env,
+        },
     )
 
 
@@ -260,4 +278,6 @@ async def test_executor_rejects_zero_workers(workers: int) -> None:
     from executor.app import Executor
 
     with pytest.raises(ValueError):
-        Executor(executor_settings(), "postgresql://", ImapAccount("h", 1, "u", "p", False), workers=0)
+        Executor(
+            executor_settings(), "postgresql://", ImapAccount("h", 1, "u", "p", False), workers=0
+        )

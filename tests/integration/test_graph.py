@@ -26,8 +26,15 @@ async def make_service(pool: Any) -> ChatService:
 
 @pytest.fixture
 async def chat(pool: Any) -> ChatService:
-    await insert_emails(pool, [github(1), github(2, flags=["\\Seen"]), github(3),
-                               email(4, subject="Lunch?", from_addr="bob@example.org", cc_addrs=["x@example.org"])])
+    await insert_emails(
+        pool,
+        [
+            github(1),
+            github(2, flags=["\\Seen"]),
+            github(3),
+            email(4, subject="Lunch?", from_addr="bob@example.org", cc_addrs=["x@example.org"]),
+        ],
+    )
     return await make_service(pool)
 
 
@@ -35,13 +42,18 @@ async def jobs(store: JobStore) -> list[Any]:
     return await store.list(limit=100)
 
 
-async def test_read_only_tool_returns_a_job_id_and_raises_no_interrupt(chat: ChatService, store: JobStore) -> None:
+async def test_read_only_tool_returns_a_job_id_and_raises_no_interrupt(
+    chat: ChatService, store: JobStore
+) -> None:
     turn = await chat.send(None, "/sync")
     assert turn.interrupt is None
     assert len(turn.job_ids) == 1
     [job] = await jobs(store)
     assert str(job.job_id) == turn.job_ids[0] and job.job_type is JobType.SYNC
-    assert turn.messages[-1]["role"] == "assistant" and turn.job_ids[0][:8] in turn.messages[-1]["content"]
+    assert (
+        turn.messages[-1]["role"] == "assistant"
+        and turn.job_ids[0][:8] in turn.messages[-1]["content"]
+    )
 
 
 async def test_mutation_raises_an_interrupt_with_the_messages_and_enqueues_nothing(
@@ -58,7 +70,9 @@ async def test_mutation_raises_an_interrupt_with_the_messages_and_enqueues_nothi
     assert turn.job_ids == []
 
 
-async def test_approve_enqueues_exactly_one_job_with_the_approval(chat: ChatService, store: JobStore) -> None:
+async def test_approve_enqueues_exactly_one_job_with_the_approval(
+    chat: ChatService, store: JobStore
+) -> None:
     turn = await chat.send(None, "mark the GitHub notifications as read")
     done = await chat.resume(turn.thread_id, turn.interrupt["id"], "approve")  # type: ignore[index]
     assert done.interrupt is None and len(done.job_ids) == 1
@@ -66,7 +80,11 @@ async def test_approve_enqueues_exactly_one_job_with_the_approval(chat: ChatServ
     assert job.job_type is JobType.MARK_READ and job.approval_id is not None
     approval = await store.get_approval(job.approval_id)
     assert approval is not None and approval.thread_id == turn.thread_id
-    assert {m["uid"] for m in approval.messages} == {m["uid"] for m in job.payload["messages"]} == {1, 3}
+    assert (
+        {m["uid"] for m in approval.messages}
+        == {m["uid"] for m in job.payload["messages"]}
+        == {1, 3}
+    )
 
 
 async def test_reject_enqueues_nothing_and_says_so(chat: ChatService, store: JobStore) -> None:
@@ -77,19 +95,29 @@ async def test_reject_enqueues_nothing_and_says_so(chat: ChatService, store: Job
     assert "nothing was changed" in done.messages[-1]["content"].lower()
 
 
-async def test_selection_approves_only_the_chosen_messages(chat: ChatService, store: JobStore) -> None:
+async def test_selection_approves_only_the_chosen_messages(
+    chat: ChatService, store: JobStore
+) -> None:
     turn = await chat.send(None, "mark the GitHub notifications as read")
-    chosen = [m["id"] for g in turn.interrupt["actions"][0]["groups"] for m in g["messages"] if m["uid"] == 3]  # type: ignore[index]
+    chosen = [
+        m["id"]
+        for g in turn.interrupt["actions"][0]["groups"]
+        for m in g["messages"]
+        if m["uid"] == 3
+    ]  # type: ignore[index]
     await chat.resume(turn.thread_id, turn.interrupt["id"], "approve", chosen + ["INBOX:1000:4"])  # type: ignore[index]
     [job] = await jobs(store)
     assert [m["uid"] for m in job.payload["messages"]] == [3]  # never more than was proposed
 
 
-async def test_double_approve_gives_one_job_and_a_conflict(chat: ChatService, store: JobStore) -> None:
+async def test_double_approve_gives_one_job_and_a_conflict(
+    chat: ChatService, store: JobStore
+) -> None:
     turn = await chat.send(None, "mark the GitHub notifications as read")
     iid = turn.interrupt["id"]  # type: ignore[index]
     results = await asyncio.gather(
-        chat.resume(turn.thread_id, iid, "approve"), chat.resume(turn.thread_id, iid, "approve"),
+        chat.resume(turn.thread_id, iid, "approve"),
+        chat.resume(turn.thread_id, iid, "approve"),
         return_exceptions=True,
     )
     assert len(await jobs(store)) == 1
@@ -110,7 +138,9 @@ async def test_stale_interrupt_and_unknown_thread(chat: ChatService) -> None:
     assert bad.value.status == 422
 
 
-async def test_web_restart_between_interrupt_and_approval(chat: ChatService, database_url: str) -> None:
+async def test_web_restart_between_interrupt_and_approval(
+    chat: ChatService, database_url: str
+) -> None:
     turn = await chat.send(None, "mark the GitHub notifications as read")
     other_pool = await open_pool(database_url)  # a new process: new pool, new graph
     try:
@@ -131,9 +161,20 @@ async def test_a_model_cannot_smuggle_its_own_approval_id(pool: Any, store: JobS
     class Sneaky(ScriptedPlanner):
         def respond(self, messages: Any) -> AIMessage:  # type: ignore[override]
             if messages and messages[-1].type == "human":
-                return AIMessage(content="", tool_calls=[{
-                    "name": "mark_read", "id": "c1", "type": "tool_call",
-                    "args": {"messages": ["INBOX:1000:1"], "approval_id": "00000000-0000-0000-0000-000000000000"}}])
+                return AIMessage(
+                    content="",
+                    tool_calls=[
+                        {
+                            "name": "mark_read",
+                            "id": "c1",
+                            "type": "tool_call",
+                            "args": {
+                                "messages": ["INBOX:1000:1"],
+                                "approval_id": "00000000-0000-0000-0000-000000000000",
+                            },
+                        }
+                    ],
+                )
             return AIMessage(content="ok")
 
     deps = GraphDeps(pool=pool, store=store, settings=Settings())
@@ -144,7 +185,9 @@ async def test_a_model_cannot_smuggle_its_own_approval_id(pool: Any, store: JobS
     assert await jobs(store) == []
 
 
-async def test_move_and_label_requests_carry_their_parameters(chat: ChatService, store: JobStore) -> None:
+async def test_move_and_label_requests_carry_their_parameters(
+    chat: ChatService, store: JobStore
+) -> None:
     turn = await chat.send(None, "move emails from bob@example.org to Receipts")
     action = turn.interrupt["actions"][0]  # type: ignore[index]
     assert action["action"] == "move" and action["params"]["target_folder"] == "Receipts"
@@ -154,7 +197,9 @@ async def test_move_and_label_requests_carry_their_parameters(chat: ChatService,
     assert [m["uid"] for m in job.payload["messages"]] == [4]
 
 
-async def test_new_message_sets_a_pending_approval_aside(chat: ChatService, store: JobStore) -> None:
+async def test_new_message_sets_a_pending_approval_aside(
+    chat: ChatService, store: JobStore
+) -> None:
     turn = await chat.send(None, "mark the GitHub notifications as read")
     after = await chat.send(turn.thread_id, "/status")
     assert after.interrupt is None

@@ -23,7 +23,9 @@ from tests.support.executor_harness import (
 CLEANED = "Secretary/Auto-Cleaned"
 
 
-async def synced(store: JobStore, pool: Any, account: ImapAccount, count: int = 40) -> dict[str, Any]:
+async def synced(
+    store: JobStore, pool: Any, account: ImapAccount, count: int = 40
+) -> dict[str, Any]:
     await asyncio.to_thread(seed, account, count)
     job = await store.enqueue("sync")
     async with running_executor(str(pool.conninfo), account, workers=1):
@@ -33,23 +35,43 @@ async def synced(store: JobStore, pool: Any, account: ImapAccount, count: int = 
 
 async def inbox_rows(pool: Any, limit: int, where: str = "TRUE") -> list[dict[str, Any]]:
     async with pool.connection() as conn:
-        return await (await conn.execute(
-            f"SELECT folder, uidvalidity, uid, message_id, subject, flags FROM emails "
-            f"WHERE folder = 'INBOX' AND {where} ORDER BY uid LIMIT %s", (limit,))).fetchall()
+        return await (
+            await conn.execute(
+                f"SELECT folder, uidvalidity, uid, message_id, subject, flags FROM emails "
+                f"WHERE folder = 'INBOX' AND {where} ORDER BY uid LIMIT %s",
+                (limit,),
+            )
+        ).fetchall()
 
 
 async def approve_and_run(
-    store: JobStore, pool: Any, account: ImapAccount, job_type: JobType, rows: list[dict[str, Any]], **params: Any
+    store: JobStore,
+    pool: Any,
+    account: ImapAccount,
+    job_type: JobType,
+    rows: list[dict[str, Any]],
+    **params: Any,
 ) -> Job:
-    messages = [{k: r[k] for k in ("folder", "uidvalidity", "uid", "message_id", "subject")} for r in rows]
-    approval = await store.record_approval(thread_id="t", interrupt_id=f"i-{job_type}-{len(rows)}-{id(rows)}",
-                                           action=job_type.value, params=params, messages=messages)
-    job = await store.enqueue(job_type, {**params, "messages": messages}, approval_id=approval.approval_id)
+    messages = [
+        {k: r[k] for k in ("folder", "uidvalidity", "uid", "message_id", "subject")} for r in rows
+    ]
+    approval = await store.record_approval(
+        thread_id="t",
+        interrupt_id=f"i-{job_type}-{len(rows)}-{id(rows)}",
+        action=job_type.value,
+        params=params,
+        messages=messages,
+    )
+    job = await store.enqueue(
+        job_type, {**params, "messages": messages}, approval_id=approval.approval_id
+    )
     async with running_executor(str(pool.conninfo), account, workers=1):
         return await wait_for_job(store, job.job_id)
 
 
-def without(state: dict[str, dict[int, frozenset[str]]], folder: str, uids: set[int]) -> dict[int, frozenset[str]]:
+def without(
+    state: dict[str, dict[int, frozenset[str]]], folder: str, uids: set[int]
+) -> dict[int, frozenset[str]]:
     return {u: f for u, f in state[folder].items() if u not in uids}
 
 
@@ -64,23 +86,31 @@ async def test_mark_read_changes_exactly_the_approved_messages(
     after = await asyncio.to_thread(server_state, imap_account)
     assert all("\\Seen" in after["INBOX"][u] for u in uids)
     assert without(after, "INBOX", uids) == without(before, "INBOX", uids)
-    assert {k: v for k, v in after.items() if k != "INBOX"} == {k: v for k, v in before.items() if k != "INBOX"}
+    assert {k: v for k, v in after.items() if k != "INBOX"} == {
+        k: v for k, v in before.items() if k != "INBOX"
+    }
     assert await mirror_state(pool) == after
 
 
 async def test_move_and_label(store: JobStore, pool: Any, imap_account: ImapAccount) -> None:
     before = await synced(store, pool, imap_account)
     rows = await inbox_rows(pool, 4)
-    moved = await approve_and_run(store, pool, imap_account, JobType.MOVE, rows, target_folder="Projects/2026")
+    moved = await approve_and_run(
+        store, pool, imap_account, JobType.MOVE, rows, target_folder="Projects/2026"
+    )
     assert moved.status is JobStatus.COMPLETED, moved.error
     after = await asyncio.to_thread(server_state, imap_account)
     assert set(after["INBOX"]) == set(before["INBOX"]) - {r["uid"] for r in rows}
     assert len(after["Projects/2026"]) == 4
     labelled_rows = await inbox_rows(pool, 3)
-    labelled = await approve_and_run(store, pool, imap_account, JobType.LABEL, labelled_rows, label="Follow-up")
+    labelled = await approve_and_run(
+        store, pool, imap_account, JobType.LABEL, labelled_rows, label="Follow-up"
+    )
     assert labelled.status is JobStatus.COMPLETED, labelled.error
     final = await asyncio.to_thread(server_state, imap_account)
-    assert {u for u, f in final["INBOX"].items() if "Follow-up" in f} == {r["uid"] for r in labelled_rows}
+    assert {u for u, f in final["INBOX"].items() if "Follow-up" in f} == {
+        r["uid"] for r in labelled_rows
+    }
     mirror = await mirror_state(pool)
     assert mirror["INBOX"] == final["INBOX"]
     assert mirror["Projects/2026"] == final["Projects/2026"]
@@ -94,7 +124,9 @@ async def test_clean_then_undo_restores_folder_and_read_state(
     uids = {r["uid"] for r in rows}
     was_seen = {r["uid"]: "\\Seen" in r["flags"] for r in rows}
     assert any(was_seen.values()) and not all(was_seen.values())
-    job = await approve_and_run(store, pool, imap_account, JobType.CLEAN, rows, target_folder=CLEANED)
+    job = await approve_and_run(
+        store, pool, imap_account, JobType.CLEAN, rows, target_folder=CLEANED
+    )
     assert job.status is JobStatus.COMPLETED, job.error
     after = await asyncio.to_thread(server_state, imap_account)
     assert len(after[CLEANED]) == 6 and all("\\Seen" in f for f in after[CLEANED].values())
@@ -105,7 +137,9 @@ async def test_clean_then_undo_restores_folder_and_read_state(
     assert summary["action"] == "archive" and summary["target_folder"] == CLEANED
     assert sorted(summary["uids"]) == sorted(uids)
 
-    undo = await approve_and_run(store, pool, imap_account, JobType.UNDO, rows, undo_of=str(job.job_id))
+    undo = await approve_and_run(
+        store, pool, imap_account, JobType.UNDO, rows, undo_of=str(job.job_id)
+    )
     assert undo.status is JobStatus.COMPLETED, undo.error
     restored = await asyncio.to_thread(server_state, imap_account)
     assert restored[CLEANED] == {}
@@ -122,7 +156,9 @@ async def test_stale_uidvalidity_and_vanished_messages_are_skipped_not_counted(
     rows = await inbox_rows(pool, 3)
     stale = [{**rows[0], "uidvalidity": rows[0]["uidvalidity"] + 1}]
     gone = [{**rows[1], "uid": 999_999}]
-    job = await approve_and_run(store, pool, imap_account, JobType.MARK_READ, stale + gone + [rows[2]])
+    job = await approve_and_run(
+        store, pool, imap_account, JobType.MARK_READ, stale + gone + [rows[2]]
+    )
     assert job.status is JobStatus.COMPLETED
     summary = (await store.events_after(job.job_id))[-1].data["summary"]
     assert summary["applied"] == 1 and summary["uids"] == [rows[2]["uid"]]
@@ -132,7 +168,9 @@ async def test_stale_uidvalidity_and_vanished_messages_are_skipped_not_counted(
     assert ("\\Seen" in state["INBOX"][rows[0]["uid"]]) == ("\\Seen" in rows[0]["flags"])
 
 
-async def test_chat_mark_read_end_to_end(store: JobStore, pool: Any, imap_account: ImapAccount) -> None:
+async def test_chat_mark_read_end_to_end(
+    store: JobStore, pool: Any, imap_account: ImapAccount
+) -> None:
     await synced(store, pool, imap_account, count=60)
     chat = ChatService(GraphDeps(pool=pool, store=store, settings=Settings()), ScriptedPlanner())
     await chat.setup()

@@ -27,8 +27,14 @@ def executor_settings(**overrides: Any) -> Settings:
 async def running_executor(
     database_url: str, account: ImapAccount, *, workers: int = 3, settings: Settings | None = None
 ) -> AsyncIterator[Executor]:
-    executor = Executor(settings or executor_settings(), database_url, account, workers=workers,
-                        shutdown_grace=2.0, release_timeout=5.0)
+    executor = Executor(
+        settings or executor_settings(),
+        database_url,
+        account,
+        workers=workers,
+        shutdown_grace=2.0,
+        release_timeout=5.0,
+    )
     task = asyncio.create_task(executor.run())
     try:
         yield executor
@@ -46,10 +52,12 @@ async def wait_for_job(
     while True:
         job = await store.get(job_id)
         assert job is not None
-        if (until(job) if until else job.status.is_terminal):
+        if until(job) if until else job.status.is_terminal:
             return job
         if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {job.status} ({job.processed}/{job.total_estimate}) after {timeout}s")
+            raise AssertionError(
+                f"job {job_id} still {job.status} ({job.processed}/{job.total_estimate}) after {timeout}s"
+            )
         await asyncio.sleep(0.05)
 
 
@@ -59,11 +67,15 @@ def imap_connect(account: ImapAccount) -> imapclient.IMAPClient:
     return client
 
 
-def server_state(account: ImapAccount, folders: list[str] | None = None) -> dict[str, dict[int, frozenset[str]]]:
+def server_state(
+    account: ImapAccount, folders: list[str] | None = None
+) -> dict[str, dict[int, frozenset[str]]]:
     """folder → uid → flags, as the server has them (read-only)."""
     client = imap_connect(account)
     try:
-        names = folders or [n for flags, _, n in client.list_folders() if b"\\Noselect" not in flags]
+        names = folders or [
+            n for flags, _, n in client.list_folders() if b"\\Noselect" not in flags
+        ]
         state: dict[str, dict[int, frozenset[str]]] = {}
         for name in names:
             info = client.select_folder(name, readonly=True)
@@ -72,7 +84,11 @@ def server_state(account: ImapAccount, folders: list[str] | None = None) -> dict
                 continue
             resp = client.fetch(client.search("ALL"), ["FLAGS"])
             state[name] = {
-                uid: frozenset(f.decode() if isinstance(f, bytes) else f for f in d[b"FLAGS"] if f != b"\\Recent")
+                uid: frozenset(
+                    f.decode() if isinstance(f, bytes) else f
+                    for f in d[b"FLAGS"]
+                    if f != b"\\Recent"
+                )
                 for uid, d in resp.items()
             }
         return state
@@ -82,9 +98,12 @@ def server_state(account: ImapAccount, folders: list[str] | None = None) -> dict
 
 async def mirror_state(pool: Any) -> dict[str, dict[int, frozenset[str]]]:
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            "SELECT e.folder, e.uid, e.flags FROM emails e JOIN mail_folders f "
-            "ON f.folder = e.folder AND f.uidvalidity = e.uidvalidity")).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT e.folder, e.uid, e.flags FROM emails e JOIN mail_folders f "
+                "ON f.folder = e.folder AND f.uidvalidity = e.uidvalidity"
+            )
+        ).fetchall()
         folders = await (await conn.execute("SELECT folder FROM mail_folders")).fetchall()
     state: dict[str, dict[int, frozenset[str]]] = {r["folder"]: {} for r in folders}
     for r in rows:

@@ -7,18 +7,50 @@ from typing import Any
 
 UIDVALIDITY = 1000
 
-_COLUMNS = ("folder", "uidvalidity", "uid", "message_id", "from_addr", "from_name", "to_addrs", "cc_addrs",
-            "to_display", "cc_display", "subject", "date", "flags", "labels", "body_excerpt",
-            "list_unsubscribe", "list_id", "precedence", "auto_submitted")
+_COLUMNS = (
+    "folder",
+    "uidvalidity",
+    "uid",
+    "message_id",
+    "from_addr",
+    "from_name",
+    "to_addrs",
+    "cc_addrs",
+    "to_display",
+    "cc_display",
+    "subject",
+    "date",
+    "flags",
+    "labels",
+    "body_excerpt",
+    "list_unsubscribe",
+    "list_id",
+    "precedence",
+    "auto_submitted",
+)
 
 
 def email(uid: int, **fields: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "folder": "INBOX", "uidvalidity": UIDVALIDITY, "uid": uid, "message_id": f"<m{uid}@test>",
-        "from_addr": "someone@example.org", "from_name": "Someone", "to_addrs": ["alex.roy@example.com"],
-        "cc_addrs": [], "to_display": "", "cc_display": "", "subject": f"Message {uid}",
-        "date": datetime(2026, 11, 20, 9, 0, tzinfo=UTC), "flags": [], "labels": [], "body_excerpt": "Hello.",
-        "list_unsubscribe": None, "list_id": None, "precedence": None, "auto_submitted": None,
+        "folder": "INBOX",
+        "uidvalidity": UIDVALIDITY,
+        "uid": uid,
+        "message_id": f"<m{uid}@test>",
+        "from_addr": "someone@example.org",
+        "from_name": "Someone",
+        "to_addrs": ["alex.roy@example.com"],
+        "cc_addrs": [],
+        "to_display": "",
+        "cc_display": "",
+        "subject": f"Message {uid}",
+        "date": datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
+        "flags": [],
+        "labels": [],
+        "body_excerpt": "Hello.",
+        "list_unsubscribe": None,
+        "list_id": None,
+        "precedence": None,
+        "auto_submitted": None,
     }
     row.update(fields)
     return row
@@ -31,15 +63,23 @@ async def insert_emails(pool: Any, rows: list[dict[str, Any]]) -> None:
         for folder, validity in {(r["folder"], r["uidvalidity"]) for r in rows}:
             await conn.execute(
                 "INSERT INTO mail_folders (folder, uidvalidity, last_seen_uid) VALUES (%s, %s, 0) "
-                "ON CONFLICT (folder) DO NOTHING", (folder, validity))
+                "ON CONFLICT (folder) DO NOTHING",
+                (folder, validity),
+            )
         async with conn.cursor() as cur:
             await cur.executemany(f"INSERT INTO emails ({cols}) VALUES ({params})", rows)
 
 
 def github(uid: int, **kw: Any) -> dict[str, Any]:
-    base = {"from_addr": "notifications@github.com", "from_name": "GitHub", "to_addrs": ["piper/app@noreply.github.com"],
-            "subject": f"[piper/app] Issue #{uid} updated", "list_id": "<app.piper.github.com>",
-            "list_unsubscribe": "<https://github.com/unsub>", "auto_submitted": None,
-            "body_excerpt": "You are receiving this because you are subscribed to this thread."}
+    base = {
+        "from_addr": "notifications@github.com",
+        "from_name": "GitHub",
+        "to_addrs": ["piper/app@noreply.github.com"],
+        "subject": f"[piper/app] Issue #{uid} updated",
+        "list_id": "<app.piper.github.com>",
+        "list_unsubscribe": "<https://github.com/unsub>",
+        "auto_submitted": None,
+        "body_excerpt": "You are receiving this because you are subscribed to this thread.",
+    }
     base.update(kw)
     return email(uid, **base)

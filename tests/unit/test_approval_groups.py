@@ -6,7 +6,10 @@ from app.graph.approval import group_cards
 
 
 def cards(n: int, confidence: float) -> list[dict[str, object]]:
-    return [{"id": f"INBOX:1:{i}", "confidence": confidence, "body_preview": "x" * 300} for i in range(n)]
+    return [
+        {"id": f"INBOX:1:{i}", "confidence": confidence, "body_preview": "x" * 300}
+        for i in range(n)
+    ]
 
 
 def test_high_confidence_groups_hold_at_most_100() -> None:
@@ -17,7 +20,12 @@ def test_high_confidence_groups_hold_at_most_100() -> None:
 
 def test_low_confidence_groups_hold_at_most_10() -> None:
     groups = group_cards(cards(25, 0.7) + cards(3, 0.9))
-    assert [(g["band"], len(g["messages"])) for g in groups] == [("high", 3), ("low", 10), ("low", 10), ("low", 5)]
+    assert [(g["band"], len(g["messages"])) for g in groups] == [
+        ("high", 3),
+        ("low", 10),
+        ("low", 10),
+        ("low", 5),
+    ]
 
 
 def test_low_confidence_cards_show_the_first_300_characters_of_the_body() -> None:
@@ -25,8 +33,27 @@ def test_low_confidence_cards_show_the_first_300_characters_of_the_body() -> Non
 
     from app.mail.mirror_reads import EmailRow
 
-    row = EmailRow("INBOX", 1, 7, "<m>", "a@b.c", "A", ["x@y.z"], ["c@d.e"], "X <x@y.z>", "c@d.e", "Hi",
-                   datetime(2026, 1, 1, tzinfo=UTC), [], [], "b" * 1000, None, None, None, None)
+    row = EmailRow(
+        "INBOX",
+        1,
+        7,
+        "<m>",
+        "a@b.c",
+        "A",
+        ["x@y.z"],
+        ["c@d.e"],
+        "X <x@y.z>",
+        "c@d.e",
+        "Hi",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        [],
+        [],
+        "b" * 1000,
+        None,
+        None,
+        None,
+        None,
+    )
     low = row.card(with_body=True)
     high = row.card(with_body=False)
     assert low["body_preview"] == "b" * 300

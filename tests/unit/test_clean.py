@@ -12,7 +12,9 @@ from app.mail.identity import Identity
 from app.mail.mime import parse_message
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "clean"
-ME = Identity(email="alex.roy@example.com", name="Alex Roy", aliases=("aroy@example.com", "aroy@netskope.com"))
+ME = Identity(
+    email="alex.roy@example.com", name="Alex Roy", aliases=("aroy@example.com", "aroy@netskope.com")
+)
 
 
 @dataclass
@@ -31,8 +33,18 @@ class Row:
 
 def load(name: str, flags: list[str] | None = None) -> Row:
     p = parse_message((FIXTURES / name).read_bytes())
-    return Row(p.from_addr, list(p.to_addrs), list(p.cc_addrs), p.subject, p.body_excerpt, flags or [],
-               p.list_unsubscribe, p.list_id, p.precedence, p.auto_submitted)
+    return Row(
+        p.from_addr,
+        list(p.to_addrs),
+        list(p.cc_addrs),
+        p.subject,
+        p.body_excerpt,
+        flags or [],
+        p.list_unsubscribe,
+        p.list_id,
+        p.precedence,
+        p.auto_submitted,
+    )
 
 
 @pytest.mark.parametrize(
@@ -72,6 +84,16 @@ def test_personal_mail_without_bulk_signals_is_not_a_candidate() -> None:
 
 
 def test_exclusion_outweighs_every_bulk_signal() -> None:
-    row = Row("noreply@github.com", ["ALEX.ROY@EXAMPLE.COM"], [], "weekly newsletter digest sale",
-              "unsubscribe", [], "<https://u>", "<list>", "bulk", "auto-generated")
+    row = Row(
+        "noreply@github.com",
+        ["ALEX.ROY@EXAMPLE.COM"],
+        [],
+        "weekly newsletter digest sale",
+        "unsubscribe",
+        [],
+        "<https://u>",
+        "<list>",
+        "bulk",
+        "auto-generated",
+    )
     assert not assess_for_clean(row, ME).candidate

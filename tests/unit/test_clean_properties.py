@@ -16,9 +16,19 @@ from app.mail.identity import Identity
 from app.mail.mime import parse_message
 from tests.unit.test_clean import Row
 
-ME = Identity(email="alex.roy@example.com", name="Alex Roy", aliases=("aroy@example.com", "a.roy@corp.example"))
+ME = Identity(
+    email="alex.roy@example.com",
+    name="Alex Roy",
+    aliases=("aroy@example.com", "a.roy@corp.example"),
+)
 MINE = ["alex.roy@example.com", "ALEX.ROY@Example.com", "aroy@example.com", "A.Roy@corp.example"]
-OTHERS = ["news@list.example", "team@corp.example", "bob@example.org", "alexander@example.org", "roya@x.example"]
+OTHERS = [
+    "news@list.example",
+    "team@corp.example",
+    "bob@example.org",
+    "alexander@example.org",
+    "roya@x.example",
+]
 NAMES = ["", "Alex Roy", "Roy, Alex", "Team", "Ünïcödé Nàme", 'Quote "Q" Person']
 
 
@@ -31,15 +41,40 @@ def address(draw: st.DrawFn) -> str:
     return f'"{name}" <{addr}>' if any(c in name for c in ',"') else f"{name} <{addr}>"
 
 
-BODY_WORDS = ["hello", "unsubscribe", "Alex", "alex", "ALEX", "Alexander", "Roy", "royalty", "sale", "weekly",
-              "digest", "meeting", "Hi", ",", ".", "\n", "—"]
+BODY_WORDS = [
+    "hello",
+    "unsubscribe",
+    "Alex",
+    "alex",
+    "ALEX",
+    "Alexander",
+    "Roy",
+    "royalty",
+    "sale",
+    "weekly",
+    "digest",
+    "meeting",
+    "Hi",
+    ",",
+    ".",
+    "\n",
+    "—",
+]
 
 
 @st.composite
 def message(draw: st.DrawFn) -> bytes:
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = draw(st.sampled_from(["noreply@github.com", "News <newsletter@list.example>",
-                                        "bob@example.org", "notifications@tracker.example"]))
+    msg["From"] = draw(
+        st.sampled_from(
+            [
+                "noreply@github.com",
+                "News <newsletter@list.example>",
+                "bob@example.org",
+                "notifications@tracker.example",
+            ]
+        )
+    )
     to = draw(st.lists(address(), min_size=0, max_size=3))
     cc = draw(st.lists(address(), min_size=0, max_size=2))
     if to:
@@ -68,8 +103,18 @@ def message(draw: st.DrawFn) -> bytes:
 @given(message())
 def test_no_candidate_ever_involves_the_person(raw: bytes) -> None:
     p = parse_message(raw)
-    row = Row(p.from_addr, list(p.to_addrs), list(p.cc_addrs), p.subject, p.body_excerpt, [],
-              p.list_unsubscribe, p.list_id, p.precedence, p.auto_submitted)
+    row = Row(
+        p.from_addr,
+        list(p.to_addrs),
+        list(p.cc_addrs),
+        p.subject,
+        p.body_excerpt,
+        [],
+        p.list_unsubscribe,
+        p.list_id,
+        p.precedence,
+        p.auto_submitted,
+    )
     verdict = assess_for_clean(row, ME)
     if verdict.candidate:
         mine = {a.lower() for a in MINE}
