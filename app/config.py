@@ -43,6 +43,8 @@ class Settings:
     max_attempts: int = 3
     poll_seconds: float = 2.0
     sync_batch_size: int = 200
+    sse_heartbeat_seconds: float = 15.0
+    sse_poll_seconds: float = 1.0
     chat_model: str | None = None
     timezone: str = "UTC"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -117,6 +119,8 @@ def load_settings(
         max_attempts=int(get("SECRETARY_MAX_ATTEMPTS", 3)),
         poll_seconds=float(get("SECRETARY_POLL_SECONDS", 2.0)),
         sync_batch_size=int(get("SECRETARY_SYNC_BATCH_SIZE", 200)),
+        sse_heartbeat_seconds=float(get("SECRETARY_SSE_HEARTBEAT_SECONDS", 15)),
+        sse_poll_seconds=float(get("SECRETARY_SSE_POLL_SECONDS", 1.0)),
         chat_model=get("SECRETARY_CHAT_MODEL"),
         timezone=str(get("SECRETARY_TIMEZONE", "UTC")),
         extra=file_values,

@@ -385,3 +385,9 @@ LIMIT %(limit)s;
 -- name: mirror_counts
 SELECT folder, count(*) AS messages, count(*) FILTER (WHERE NOT ('\Seen' = ANY (flags))) AS unread
 FROM emails GROUP BY folder ORDER BY folder;
+
+-- name: job_heads
+-- The SSE hub's polling fallback: one query for every watched job.
+SELECT job_id, job_type, status, processed, total_estimate, error, cancel_requested, last_seq,
+       created_at, started_at, finished_at, attempt
+FROM imap_jobs WHERE job_id = ANY (%(job_ids)s::uuid[]);

@@ -1,0 +1,217 @@
+"""Fan job updates out to every open stream with one LISTEN connection per process.
+
+A NOTIFY (or, if one was missed, the polling fallback) makes the hub read a
+changed job once — its row, then its new events — and hand the result to
+every subscriber of that job. Database load therefore grows with the number of
+changing jobs, not with the number of open streams. A subscriber whose buffer
+overflows is told to catch up from the database by seq: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from app.db.queries import query
+from app.jobs.models import JobEvent, JobStatus
+from app.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+CHANNEL = "imap_job_updates"
+QUEUE_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class JobHead:
+    """The counters and status of a job, as the streams report them."""
+
+    job_id: uuid.UUID
+    status: JobStatus
+    processed: int
+    total_estimate: int | None
+    error: str | None
+    cancel_requested: bool
+    last_seq: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobHead:
+        return cls(
+            row["job_id"],
+            JobStatus(row["status"]),
+            row["processed"],
+            row["total_estimate"],
+            row["error"],
+            row["cancel_requested"],
+            row["last_seq"],
+        )
+
+    def status_data(self) -> dict[str, Any]:
+        return {
+            "type": "job_status",
+            "job_id": str(self.job_id),
+            "status": self.status.value,
+            "processed": self.processed,
+            "total_estimate": self.total_estimate,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Update:
+    head: JobHead
+    events: tuple[JobEvent, ...]
+
+
+@dataclass(eq=False)
+class Subscription:
+    job_id: uuid.UUID
+    queue: asyncio.Queue[Update] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    lagging: bool = False
+
+    def offer(self, update: Update) -> None:
+        try:
+            self.queue.put_nowait(update)
+        except asyncio.QueueFull:
+            # Too slow: drop the buffer; the stream re-reads from the database by seq.
+            self.lagging = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(Update(update.head, ()))
+
+
+class EventHub:
+    def __init__(self, store: JobStore, conninfo: str, *, poll_seconds: float = 1.0) -> None:
+        self.store = store
+        self.conninfo = conninfo
+        self.poll_seconds = poll_seconds
+        self.subs: defaultdict[uuid.UUID, set[Subscription]] = defaultdict(set)
+        self.known: dict[uuid.UUID, JobHead] = {}
+        self._dirty: set[uuid.UUID] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.queries = 0  # for benchmarks: database round trips made by the hub
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="hub-listen"),
+            asyncio.create_task(self._refresher(), name="hub-refresh"),
+            asyncio.create_task(self._poll(), name="hub-poll"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def subscribe(self, job_id: uuid.UUID) -> Subscription:
+        sub = Subscription(job_id)
+        if job_id not in self.known:
+            heads = await self._heads([job_id])
+            if job_id in heads:
+                self.known[job_id] = heads[job_id]
+        self.subs[job_id].add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self.subs.get(sub.job_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subs[sub.job_id]
+                self.known.pop(sub.job_id, None)
+
+    def mark_dirty(self, job_id: uuid.UUID) -> None:
+        if job_id in self.subs:
+            self._dirty.add(job_id)
+            self._wake.set()
+
+    async def _heads(self, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, JobHead]:
+        self.queries += 1
+        async with self.store.pool.connection() as conn:
+            rows = await (await conn.execute(query("job_heads"), {"job_ids": job_ids})).fetchall()
+        return {r["job_id"]: JobHead.from_row(r) for r in rows}
+
+    async def _refresh(self, job_id: uuid.UUID) -> None:
+        old = self.known.get(job_id)
+        heads = await self._heads([job_id])
+        head = heads.get(job_id)
+        if head is None:
+            return
+        # Events after the row: the terminal event commits with the terminal status.
+        events: list[JobEvent] = []
+        after = old.last_seq if old else 0
+        while after < head.last_seq:
+            self.queries += 1
+            page = await self.store.events_after(job_id, after, limit=1000)
+            if not page:
+                break
+            events.extend(page)
+            after = page[-1].seq
+        if events:
+            head = JobHead(**{**head.__dict__, "last_seq": max(head.last_seq, events[-1].seq)})
+        self.known[job_id] = head
+        if old == head and not events:
+            return
+        update = Update(head, tuple(events))
+        for sub in list(self.subs.get(job_id, ())):
+            sub.offer(update)
+
+    async def _refresher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            for job_id in dirty:
+                if job_id in self.subs:
+                    try:
+                        await self._refresh(job_id)
+                    except psycopg.Error as exc:
+                        log.warning("hub refresh of %s failed: %s", job_id, exc)
+                        self._dirty.add(job_id)
+            if self._dirty:
+                await asyncio.sleep(0.2)
+                self._wake.set()
+
+    async def _poll(self) -> None:
+        """Fallback for missed NOTIFYs: one query covers every watched job."""
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            watched = list(self.subs)
+            if not watched:
+                continue
+            try:
+                heads = await self._heads(watched)
+            except psycopg.Error as exc:
+                log.warning("hub poll failed: %s", exc)
+                continue
+            for job_id, head in heads.items():
+                if self.known.get(job_id) != head:
+                    self.mark_dirty(job_id)
+
+    async def _listen(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    backoff = 0.5
+                    for job_id in list(self.subs):  # anything missed while disconnected
+                        self.mark_dirty(job_id)
+                    async for note in conn.notifies():
+                        with contextlib.suppress(ValueError):
+                            self.mark_dirty(uuid.UUID(note.payload))
+            except (psycopg.Error, OSError) as exc:
+                log.warning("hub LISTEN connection lost: %s; reconnecting in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 15)

@@ -1,0 +1,84 @@
+"""The web process: page, JSON API and SSE. It never talks to IMAP; it
+enqueues jobs and streams what the executor writes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app.config import Settings, load_settings
+from app.db.connect import resolve_database_url
+from app.db.migrate import migrate
+from app.db.pool import open_pool
+from app.graph.deps import GraphDeps
+from app.graph.planner import load_chat_model
+from app.graph.service import ChatService
+from app.jobs.store import JobStore
+from app.web.errors import install_error_handlers
+from app.web.hub import EventHub
+from app.web.routes import chat, events, jobs, pages
+from app.web.security import SecurityMiddleware
+
+HERE = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        conninfo = await asyncio.to_thread(resolve_database_url, settings)
+        await asyncio.to_thread(migrate, conninfo)
+        pool = await open_pool(conninfo, min_size=2, max_size=20)
+        store = JobStore(pool)
+        hub = EventHub(store, conninfo, poll_seconds=settings.sse_poll_seconds)
+        await hub.start()
+        chat_service = ChatService(
+            GraphDeps(pool=pool, store=store, settings=settings),
+            load_chat_model(settings.chat_model),
+        )
+        await chat_service.setup()
+        app.state.settings = settings
+        app.state.store = store
+        app.state.hub = hub
+        app.state.chat = chat_service
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title="Piper — workspace secretary",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Chat, job and progress-stream API of Piper, the email secretary.",
+    )
+    app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(SecurityMiddleware, token=settings.web_token)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(jobs.router)
+    app.include_router(events.router)
+    app.include_router(chat.router)
+    app.include_router(pages.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.web.main:app` builds the app on first access, so importing
+    # this module (tests, tools) does not read the environment.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,246 @@
+"""Server-sent events: the raw job stream (SPEC §6) and the page's rendered
+progress fragments (SPEC §7). Both start with a snapshot on every connect,
+because htmx's reconnect does not send Last-Event-ID."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.responses import Response
+from sse_starlette.sse import EventSourceResponse
+
+from app.jobs.models import Job, JobEvent
+from app.jobs.store import JobStore
+from app.web.deps import HubDep, SettingsDep, StoreDep, TemplatesDep
+from app.web.fragments import to_batch_update
+from app.web.hub import EventHub, JobHead
+from app.web.routes.jobs import load_job
+
+router = APIRouter(tags=["events"])
+NO_PING = 10**6  # our own heartbeat events replace sse-starlette's comment pings
+UI_MIN_INTERVAL = 0.25  # at most four fragment swaps a second per job
+
+
+def _event_message(event: JobEvent) -> dict[str, Any]:
+    payload = {"type": "job_event", **event.as_dict()}
+    return {"event": "job_event", "id": str(event.seq), "data": json.dumps(payload, default=str)}
+
+
+def _status_message(head: JobHead) -> dict[str, Any]:
+    return {"event": "job_status", "data": json.dumps(head.status_data())}
+
+
+def _head(job: Job) -> JobHead:
+    return JobHead(
+        job.job_id,
+        job.status,
+        job.processed,
+        job.total_estimate,
+        job.error,
+        job.cancel_requested,
+        job.last_seq,
+    )
+
+
+async def _backlog(store: JobStore, job: Job, after: int) -> AsyncIterator[JobEvent]:
+    while True:
+        page = await store.events_after(job.job_id, after, limit=1000)
+        for event in page:
+            yield event
+        if len(page) < 1000:
+            return
+        after = page[-1].seq
+
+
+def _resume_point(last_event_id: str | None, after: int | None) -> int:
+    raw = last_event_id if last_event_id not in (None, "") else after
+    try:
+        value = int(raw) if raw is not None else 0
+    except ValueError:
+        raise HTTPException(422, "Last-Event-ID must be an event seq (an integer)") from None
+    if value < 0:
+        raise HTTPException(422, "the resume point must not be negative")
+    return value
+
+
+@router.get("/api/jobs/{job_id}/events", response_model=None)
+async def job_events(
+    job_id: str,
+    request: Request,
+    store: StoreDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    after: int | None = Query(default=None, description="resume after this seq"),
+    last_event_id: str | None = Header(default=None),
+) -> Response:
+    job = await load_job(store, job_id)
+    start = _resume_point(last_event_id, after)
+    if job.status.is_terminal and start >= job.last_seq:
+        return Response(status_code=204)
+    return EventSourceResponse(
+        _job_stream(request, store, hub, job, start, settings.sse_heartbeat_seconds),
+        ping=NO_PING,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _job_stream(
+    request: Request, store: JobStore, hub: EventHub, job: Job, seen: int, heartbeat: float
+) -> AsyncIterator[dict[str, Any]]:
+    sub = await hub.subscribe(job.job_id)  # before the backlog: nothing can fall in between
+    try:
+        job = await store.get(job.job_id) or job
+        head = _head(job)
+        yield _status_message(head)
+        async for event in _backlog(store, job, seen):
+            seen = event.seq
+            yield _event_message(event)
+        if job.status.is_terminal and seen >= job.last_seq:
+            yield _status_message(head)
+            return
+        while True:
+            try:
+                update = await asyncio.wait_for(sub.queue.get(), heartbeat)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return
+                yield {
+                    "event": "heartbeat",
+                    "data": json.dumps({"type": "heartbeat", "ts": time.time()}),
+                }
+                continue
+            events = list(update.events)
+            if sub.lagging:
+                sub.lagging = False
+                events = [e async for e in _backlog(store, job, seen)]
+            for event in events:
+                if event.seq > seen:
+                    seen = event.seq
+                    yield _event_message(event)
+            if update.head != head:
+                head = update.head
+                if not head.status.is_terminal:
+                    yield _status_message(head)
+            if head.status.is_terminal:
+                async for event in _backlog(store, job, seen):  # the end is complete
+                    seen = event.seq
+                    yield _event_message(event)
+                yield _status_message(head)
+                return
+    finally:
+        hub.unsubscribe(sub)
+
+
+# -- the page's progress panel ------------------------------------------------
+
+
+class CardState:
+    """What a job card shows, folded from the job's events."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job.snapshot()
+        self.last: dict[str, Any] | None = None
+        self.iterations = 0
+
+    def fold(self, event: JobEvent) -> None:
+        if event.data.get("phase") in ("fetch", "apply"):
+            self.iterations += 1
+        if event.data.get("phase") in ("fetch", "apply", "starting") or "summary" in event.data:
+            self.last = {"data": event.data, "message": event.message, "level": event.level}
+        self.job["last_message"] = event.message
+
+    def apply(self, head: JobHead) -> None:
+        self.job.update(
+            status=head.status.value,
+            processed=head.processed,
+            total_estimate=head.total_estimate,
+            error=head.error,
+            cancel_requested=head.cancel_requested,
+        )
+
+    def message(self) -> dict[str, Any]:
+        return to_batch_update(self.job, self.last, iterations=self.iterations)
+
+
+def render_card_body(templates: Any, state: CardState) -> tuple[str, str]:
+    msg = state.message()
+    name = "batch_complete" if msg["type"] == "batch_complete" else "batch_progress"
+    html = templates.get_template(f"partials/{name}.html").render(msg=msg, job=state.job)
+    return msg["type"], html
+
+
+@router.get("/ui/jobs/{job_id}/stream", response_model=None, include_in_schema=False)
+async def job_card_stream(
+    job_id: str,
+    request: Request,
+    store: StoreDep,
+    hub: HubDep,
+    templates: TemplatesDep,
+    settings: SettingsDep,
+) -> Response:
+    job = await load_job(store, job_id)
+    return EventSourceResponse(
+        _card_stream(request, store, hub, templates, job, settings.sse_heartbeat_seconds),
+        ping=NO_PING,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _card_stream(
+    request: Request, store: JobStore, hub: EventHub, templates: Any, job: Job, heartbeat: float
+) -> AsyncIterator[dict[str, Any]]:
+    sub = await hub.subscribe(job.job_id)
+    try:
+        job = await store.get(job.job_id) or job
+        state = CardState(job)
+        seen = 0
+        async for event in _backlog(store, job, 0):
+            seen = event.seq
+            state.fold(event)
+        head = _head(job)
+        sent_at = 0.0
+        while True:
+            kind, html = render_card_body(templates, state)
+            yield {"event": kind, "data": html}
+            sent_at = time.monotonic()
+            if head.status.is_terminal:
+                closed = templates.get_template("partials/job_card.html").render(
+                    job=state.job, msg=state.message(), live=False
+                )
+                yield {"event": "job_closed", "data": closed}
+                return
+            # Coalesce: wait for a change, then for the rest of the quarter second.
+            while True:
+                try:
+                    update = await asyncio.wait_for(sub.queue.get(), heartbeat)
+                    break
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield {
+                        "event": "heartbeat",
+                        "data": json.dumps({"type": "heartbeat", "ts": time.time()}),
+                    }
+            await asyncio.sleep(max(0.0, UI_MIN_INTERVAL - (time.monotonic() - sent_at)))
+            updates = [update]
+            while not sub.queue.empty():
+                updates.append(sub.queue.get_nowait())
+            if sub.lagging:
+                sub.lagging = False
+                async for event in _backlog(store, job, seen):
+                    seen = event.seq
+                    state.fold(event)
+            for upd in updates:
+                for event in upd.events:
+                    if event.seq > seen:
+                        seen = event.seq
+                        state.fold(event)
+                head = upd.head
+            state.apply(head)
+    finally:
+        hub.unsubscribe(sub)

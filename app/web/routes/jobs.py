@@ -1,0 +1,106 @@
+"""The JSON job API (SPEC §6). Only read-only jobs can be created here:
+mutations come only from an approval in the chat."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.jobs.models import Job, JobStatus, JobType
+from app.web.deps import StoreDep
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+
+class SyncParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    folders: list[str] | None = Field(default=None, description="folders to sync; all when omitted")
+    batch_size: int | None = Field(default=None, ge=1, le=1000)
+
+
+class CreateJob(BaseModel):
+    job_type: str = Field(description="`sync`; mutation types are refused (403)")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobSnapshot(BaseModel):
+    job_id: uuid.UUID
+    job_type: str
+    status: Literal["pending", "running", "completed", "failed", "cancelled"]
+    processed: int
+    total_estimate: int | None
+    error: str | None
+    cancel_requested: bool
+    attempt: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobSnapshot:
+        snap = job.snapshot()
+        return cls(**{k: snap[k] for k in cls.model_fields})
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422)
+}
+
+
+def parse_job_id(job_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        raise HTTPException(422, f"{job_id!r} is not a job id (expected a UUID)") from None
+
+
+async def load_job(store: StoreDep, job_id: str) -> Job:
+    job = await store.get(parse_job_id(job_id))
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+@router.post("", status_code=201, response_model=JobSnapshot, responses=ERRORS)
+async def create_job(body: CreateJob, store: StoreDep) -> JobSnapshot:
+    try:
+        job_type = JobType(body.job_type)
+    except ValueError:
+        raise HTTPException(422, f"unknown job_type {body.job_type!r}; use 'sync'") from None
+    if job_type.is_mutation:
+        raise HTTPException(
+            403, f"{job_type.value} changes the mailbox: it runs only after an approval in the chat"
+        )
+    params = SyncParams.model_validate(body.params).model_dump(exclude_none=True)
+    return JobSnapshot.of(await store.enqueue(job_type, params))
+
+
+@router.get("", response_model=list[JobSnapshot], responses=ERRORS)
+async def list_jobs(
+    store: StoreDep,
+    status: Annotated[JobStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[JobSnapshot]:
+    return [JobSnapshot.of(j) for j in await store.list(status, limit=limit)]
+
+
+@router.get("/{job_id}", response_model=JobSnapshot, responses=ERRORS)
+async def get_job(job_id: str, store: StoreDep) -> JobSnapshot:
+    return JobSnapshot.of(await load_job(store, job_id))
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobSnapshot, responses=ERRORS)
+async def cancel_job(job_id: str, store: StoreDep) -> JobSnapshot:
+    job = await load_job(store, job_id)
+    cancelled = await store.request_cancel(job.job_id)
+    if cancelled is None:
+        current = await store.get(job.job_id)
+        raise HTTPException(409, f"job already {current.status.value if current else 'gone'}")
+    return JobSnapshot.of(cancelled)

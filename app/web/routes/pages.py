@@ -1,0 +1,88 @@
+"""The chat page, login, and the page's job actions."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.jobs.models import JobStatus, JobType
+from app.web.deps import ChatDep, SettingsDep, StoreDep, TemplatesDep
+from app.web.routes.chat import THREAD_COOKIE
+from app.web.routes.jobs import load_job
+from app.web.security import CSRF_COOKIE, SESSION_COOKIE, new_csrf_token, session_value
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(
+    request: Request, store: StoreDep, chat: ChatDep, templates: TemplatesDep, settings: SettingsDep
+) -> Response:
+    csrf = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+    thread_id = request.cookies.get(THREAD_COOKIE)
+    turn = await chat.view(thread_id) if thread_id and await chat.exists(thread_id) else None
+    recent = await store.list(limit=12)
+    running = [j for j in await store.list(JobStatus.RUNNING, limit=50) if j not in recent]
+    jobs = [j.snapshot() for j in running + recent]
+    response = templates.TemplateResponse(
+        request,
+        "index.html",
+        {
+            "csrf": csrf,
+            "turn": turn,
+            "jobs": jobs,
+            "identity": settings.identity_email,
+            "demo": settings.demo_mode,
+        },
+    )
+    response.set_cookie(CSRF_COOKIE, csrf, samesite="strict", max_age=30 * 86400)
+    return response
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(
+    request: Request, templates: TemplatesDep, settings: SettingsDep, token: str | None = None
+) -> Response:
+    if token is not None:
+        return _login(token, settings.web_token)
+    return templates.TemplateResponse(request, "login.html", {"error": None})
+
+
+@router.post("/login")
+async def login(token: Annotated[str, Form()], settings: SettingsDep) -> Response:
+    return _login(token, settings.web_token)
+
+
+def _login(token: str, expected: str | None) -> Response:
+    if expected and not hmac.compare_digest(token, expected):
+        raise HTTPException(401, "wrong token")
+    response = RedirectResponse("/", status_code=303)
+    if expected:
+        response.set_cookie(
+            SESSION_COOKIE, session_value(expected), httponly=True, samesite="strict"
+        )
+    return response
+
+
+@router.post("/ui/jobs/sync", response_class=HTMLResponse)
+async def ui_sync(request: Request, store: StoreDep, templates: TemplatesDep) -> HTMLResponse:
+    job = await store.enqueue(JobType.SYNC, {})
+    html = templates.get_template("partials/job_card.html").render(
+        job=job.snapshot(), msg=None, live=True
+    )
+    return HTMLResponse(html, status_code=201)
+
+
+@router.post("/ui/jobs/{job_id}/cancel", response_class=HTMLResponse)
+async def ui_cancel(job_id: str, store: StoreDep) -> HTMLResponse:
+    job = await load_job(store, job_id)
+    await store.request_cancel(job.job_id)
+    return HTMLResponse("cancelling…", status_code=202)
