@@ -77,3 +77,15 @@ def imap_account(dovecot: object) -> object:
         dovecot.password,  # type: ignore[attr-defined]
         ssl=False,
     )
+
+
+# -- web ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def web(database_url: str) -> Iterator[object]:
+    """A real uvicorn on a fresh database (short heartbeat for the tests)."""
+    from tests.support.uvicorn_server import serve
+
+    with serve(database_url, sse_heartbeat_seconds=0.5) as running:
+        yield running

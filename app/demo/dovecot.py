@@ -1,10 +1,19 @@
 """A private Dovecot IMAP server on loopback, for the demo and the tests.
 
-Dovecot 2.3 must start as root (it drops to `nobody` itself); its runtime
-files live in a short temporary directory because unix socket paths are
-limited to ~107 characters. The static passdb accepts any user name with the
-password, and each user gets `<mail_home>/<user>/Maildir`, so tests can use a
-fresh user as a fresh mailbox.
+Real Dovecot rather than a fake server, so that sync and mutation code meets
+the real protocol: CONDSTORE/QRESYNC, MOVE, UIDPLUS, UIDVALIDITY changes.
+
+Things this machine taught us (Dovecot 2.3):
+
+* The master must start as root; it drops to `nobody` for logins and mail
+  access itself. Starting it as `nobody` fails.
+* Unix socket paths are limited to ~107 characters, so the runtime files live
+  in a short `/tmp/pdc-*` directory, never under a deep pytest tmp path.
+* Mail is read and written as `nobody`, so the mail home must be owned by
+  nobody:nogroup and every directory above it must be traversable by others.
+* The static passdb takes any user name with the one password, and the userdb
+  gives each user `<mail_home>/<user>/Maildir`, so a fresh user name is a fresh,
+  empty mailbox (the test suite uses that for isolation).
 """
 
 from __future__ import annotations
@@ -15,19 +24,27 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import socket
+import stat
 import subprocess
 import tempfile
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
 
 import imapclient
 
 DOVECOT = "/usr/sbin/dovecot"
+DOVEADM = "/usr/bin/doveadm"
+START_TIMEOUT = 15.0
+_UIDVALIDITY_MAX = 2**32 - 1
 
 CONFIG = """\
+# Written by app/demo/dovecot.py for one private instance; not a system config.
 protocols = imap
 listen = {host}
 base_dir = {base}/run
@@ -40,9 +57,13 @@ auth_mechanisms = plain login
 default_internal_user = nobody
 default_internal_group = nogroup
 default_login_user = nobody
+# nobody is uid 65534: allow it (the default range starts at 500 and has no top).
 first_valid_uid = 1
+first_valid_gid = 1
 mail_location = maildir:~/Maildir:LAYOUT=fs
-mail_max_userip_connections = 200
+# A demo/test mailbox is disposable; skipping fsync makes seeding several times faster.
+mail_fsync = never
+mail_max_userip_connections = 500
 imap_max_line_length = 1M
 namespace inbox {{
   inbox = yes
@@ -74,6 +95,7 @@ service anvil {{
 
 
 def dovecot_available() -> bool:
+    """Whether a real IMAP server can be started here (tests skip otherwise)."""
     return Path(DOVECOT).is_file() and os.access(DOVECOT, os.X_OK)
 
 
@@ -88,15 +110,63 @@ def _nobody() -> tuple[int, int]:
 
 
 def chown_tree(path: Path) -> None:
+    """Hand a directory tree to nobody:nogroup, the only user Dovecot reads mail as."""
     uid, gid = _nobody()
+    os.chown(path, uid, gid)
     for root, dirs, files in os.walk(path):
-        os.chown(root, uid, gid)
         for name in dirs + files:
-            os.chown(os.path.join(root, name), uid, gid)
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+def _check_traversable(path: Path) -> None:
+    """Fail early with a clear message instead of Dovecot's "Permission denied"
+    at the first SELECT: the mail processes run as nobody, which needs search
+    permission on every directory above the mail home (e.g. /root is 0700)."""
+    uid, _ = _nobody()
+    for parent in path.parents:
+        st = parent.stat()
+        if st.st_uid != uid and not st.st_mode & stat.S_IXOTH:
+            raise RuntimeError(
+                f"Dovecot reads mail as 'nobody', which cannot enter {parent} "
+                f"(mode {stat.filemode(st.st_mode)}); put the mail home elsewhere"
+            )
+
+
+def _descendants(pid: int) -> set[int]:
+    """All processes below `pid`, so stop() can make sure none outlives the master."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses; fields follow the last ')'.
+        ppid = int(data[data.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 @dataclass
 class DovecotServer:
+    """One private Dovecot instance; `start()` returns only once a LOGIN works."""
+
     mail_home: Path
     username: str = "piper"
     password: str = "piper-demo"
@@ -104,6 +174,8 @@ class DovecotServer:
     port: int = 0
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _base: Path | None = field(default=None, init=False, repr=False)
+
+    # -- paths -----------------------------------------------------------------
 
     @property
     def maildir(self) -> Path:
@@ -113,24 +185,64 @@ class DovecotServer:
         return Path(self.mail_home) / username / "Maildir"
 
     @property
+    def config_path(self) -> Path | None:
+        return self._base / "dovecot.conf" if self._base else None
+
+    @property
     def log_path(self) -> Path | None:
         return self._base / "dovecot.log" if self._base else None
 
+    @property
+    def pid(self) -> int | None:
+        """The master's pid while running; tests use it to prove stop() leaves nothing."""
+        return self._proc.pid if self._proc is not None else None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """Dovecot's own log plus anything it printed before it could open that log
+        (config errors go to stderr), for error messages."""
+        if self._base is None:
+            return ""
+        parts = []
+        for name in ("dovecot.stderr", "dovecot.log"):
+            with contextlib.suppress(OSError):
+                text = (self._base / name).read_text(errors="replace").strip()
+                if text:
+                    parts.append(text)
+        return "\n".join(parts)[-chars:]
+
+    # -- lifecycle -------------------------------------------------------------
+
     def start(self) -> DovecotServer:
-        if os.geteuid() != 0:
-            raise RuntimeError("Dovecot must be started as root (it drops privileges itself)")
+        if self._proc is not None:
+            return self
         if not dovecot_available():
             raise RuntimeError(
                 f"{DOVECOT} not found: install dovecot-imapd (scripts/setup.sh does)"
             )
+        if os.geteuid() != 0:
+            raise RuntimeError("Dovecot must be started as root (it drops to 'nobody' itself)")
         self.mail_home = Path(self.mail_home).resolve()
-        self.mail_home.mkdir(parents=True, exist_ok=True)
-        self._base = Path(tempfile.mkdtemp(prefix="pdc-", dir="/tmp"))
-        uid, gid = _nobody()
-        os.chown(self._base, uid, gid)
+        self.maildir.mkdir(parents=True, exist_ok=True)
+        _check_traversable(self.mail_home)
         chown_tree(self.mail_home)
-        if not self.port:
-            self.port = _free_port(self.host)
+        # A port picked here can be taken by someone else before Dovecot binds it;
+        # only then is it worth trying another one.
+        pick_port = not self.port
+        for attempt in range(3):
+            if pick_port:
+                self.port = _free_port(self.host)
+            try:
+                self._launch()
+                return self
+            except RuntimeError as exc:
+                if not (pick_port and "in use" in str(exc)) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _launch(self) -> None:
+        uid, gid = _nobody()
+        self._base = Path(tempfile.mkdtemp(prefix="pdc-", dir="/tmp"))
+        os.chown(self._base, uid, gid)
         conf = self._base / "dovecot.conf"
         conf.write_text(
             CONFIG.format(
@@ -141,50 +253,69 @@ class DovecotServer:
                 password=self.password,
             )
         )
-        self._proc = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        cmd = [DOVECOT, "-F", "-c", str(conf)]
+        # If this process dies without running atexit (SIGKILL, a killed test run),
+        # the kernel tells Dovecot to shut down too. Only from the main thread:
+        # the signal fires when the *thread* that started the child ends.
+        setpriv = shutil.which("setpriv")
+        if setpriv and threading.current_thread() is threading.main_thread():
+            cmd = [setpriv, "--pdeathsig", "TERM", "--", *cmd]
+        with open(self._base / "dovecot.stderr", "wb") as err:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                start_new_session=True,
+            )
         atexit.register(self.stop)
-        self._wait_ready()
-        return self
+        try:
+            self._wait_ready()
+        except BaseException as exc:
+            tail = self.log_tail()
+            self.stop()
+            if not isinstance(exc, Exception):
+                raise
+            raise RuntimeError(
+                f"Dovecot did not start on {self.host}:{self.port} within "
+                f"{START_TIMEOUT:.0f}s; log tail:\n{tail}"
+            ) from None
 
-    def _wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        error: Exception | None = None
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                break
+            if self._proc is None or self._proc.poll() is not None:
+                raise RuntimeError("Dovecot exited during start-up")
             try:
-                client = self.connect()
-                client.logout()
+                with socket.create_connection((self.host, self.port), timeout=1):
+                    pass
+                self.connect().logout()
                 return
-            except Exception as exc:  # not up yet
-                error = exc
-                time.sleep(0.1)
-        log = self.log_path.read_text()[-2000:] if self.log_path and self.log_path.exists() else ""
-        self.stop()
-        raise RuntimeError(f"Dovecot did not start on {self.host}:{self.port}: {error}\n{log}")
-
-    def connect(self, username: str | None = None) -> imapclient.IMAPClient:
-        client = imapclient.IMAPClient(self.host, port=self.port, ssl=False, timeout=30)
-        client.login(username or self.username, self.password)
-        return client
+            except (OSError, imapclient.exceptions.IMAPClientError):
+                time.sleep(0.05)
+        raise TimeoutError
 
     def stop(self) -> None:
+        """Stop Dovecot and every process it started; safe to call twice."""
+        atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+        if proc is not None:
+            group = proc.pid
+            family = _descendants(proc.pid) if proc.poll() is None else set()
+            if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, 9)
-                proc.wait(timeout=5)
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(group, signal.SIGKILL)
+                    proc.wait(timeout=5)
+            # Children Dovecot failed to reap; the pgid check avoids a reused pid.
+            for pid in family:
+                if _pgid(pid) == group:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
         base, self._base = self._base, None
         if base is not None:
             shutil.rmtree(base, ignore_errors=True)
@@ -192,51 +323,79 @@ class DovecotServer:
     def __enter__(self) -> DovecotServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
-    def reset_folder_uidvalidity(self, folder: str = "INBOX", username: str | None = None) -> None:
-        """Give a folder a new UIDVALIDITY while keeping its messages.
+    # -- clients and tools -----------------------------------------------------
 
-        Over IMAP: copy everything to a scratch folder, delete and re-create the
-        folder (new UIDVALIDITY), copy back, drop the scratch folder. For INBOX,
-        which cannot be deleted, the messages are expunged and re-appended after
-        Dovecot's uidlist file is removed, which forces a new UIDVALIDITY.
+    def connect(self, username: str | None = None) -> imapclient.IMAPClient:
+        """A logged-in client; any user name works and gets a mailbox of its own."""
+        client = imapclient.IMAPClient(self.host, port=self.port, ssl=False, timeout=30)
+        try:
+            client.login(username or self.username, self.password)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+            raise
+        return client
+
+    def doveadm(self, *args: str) -> str:
+        """Run doveadm against this instance (it finds the auth socket via our config)."""
+        if self.config_path is None:
+            raise RuntimeError("Dovecot is not running")
+        done = subprocess.run(
+            [DOVEADM, "-c", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"doveadm {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def reset_folder_uidvalidity(self, folder: str = "INBOX", username: str | None = None) -> int:
+        """Give `folder` a new UIDVALIDITY while keeping its messages; returns the new value.
+
+        What a server does after its index is rebuilt: same messages, flags and
+        internal dates, but every UID is new. The messages are moved to a scratch
+        folder, the now empty folder gets UIDVALIDITY+1 through `doveadm mailbox
+        update`, and the messages are moved back. Their new UIDs start at the old
+        UIDNEXT, so no old UID is reused: a client that ignored the UIDVALIDITY
+        change would find none of its UIDs valid rather than silently wrong data.
+
+        doveadm only runs on the emptied folder: changing UIDVALIDITY of a
+        non-empty Maildir makes Dovecot treat the files as expunged and
+        reappeared, and on this machine it lost all but one message.
+        Works for INBOX too (which IMAP cannot delete or re-create). Nothing else
+        should write to the folder meanwhile.
         """
         user = username or self.username
         client = self.connect(user)
         try:
-            scratch = f"uidv-reset-{int(time.time() * 1000)}"
-            client.create_folder(scratch)
-            client.select_folder(folder)
+            status = client.select_folder(folder)
+            old = int(status[b"UIDVALIDITY"])
             uids = client.search("ALL")
+            scratch = f"PiperUidvalidityReset-{uuid.uuid4().hex[:8]}"
             if uids:
-                client.copy(uids, scratch)
-            if folder.upper() == "INBOX":
-                if uids:
-                    client.delete_messages(uids)
-                    client.expunge()
-                client.unselect_folder()
-                client.logout()
-                for name in (
-                    "dovecot-uidlist",
-                    "dovecot.index",
-                    "dovecot.index.cache",
-                    "dovecot.index.log",
-                ):
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.user_maildir(user) / name).unlink()
-                client = self.connect(user)
-            else:
-                client.unselect_folder()
-                client.delete_folder(folder)
-                client.create_folder(folder)
-            client.select_folder(scratch)
-            moved = client.search("ALL")
-            if moved:
-                client.copy(moved, folder)
+                client.create_folder(scratch)
+                client.move(uids, scratch)
             client.unselect_folder()
-            client.delete_folder(scratch)
+            new = old + 1 if old < _UIDVALIDITY_MAX else 1
+            try:
+                self.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(new), folder)
+            finally:
+                # Put the messages back even if doveadm failed: never lose mail.
+                if uids:
+                    client.select_folder(scratch)
+                    client.move(client.search("ALL"), folder)
+                    client.unselect_folder()
+                    client.delete_folder(scratch)
+            return new
         finally:
             with contextlib.suppress(Exception):
                 client.logout()

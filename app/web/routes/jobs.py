@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.jobs.models import Job, JobStatus, JobType
 from app.web.deps import StoreDep
@@ -78,7 +78,11 @@ async def create_job(body: CreateJob, store: StoreDep) -> JobSnapshot:
         raise HTTPException(
             403, f"{job_type.value} changes the mailbox: it runs only after an approval in the chat"
         )
-    params = SyncParams.model_validate(body.params).model_dump(exclude_none=True)
+    try:
+        params = SyncParams.model_validate(body.params).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise HTTPException(422, problems) from None
     return JobSnapshot.of(await store.enqueue(job_type, params))
 
 
