@@ -105,13 +105,14 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _nobody() -> tuple[int, int]:
+def nobody_ids() -> tuple[int, int]:
+    """uid and gid of nobody:nogroup, the only user Dovecot touches mail as."""
     return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
 
 
 def chown_tree(path: Path) -> None:
     """Hand a directory tree to nobody:nogroup, the only user Dovecot reads mail as."""
-    uid, gid = _nobody()
+    uid, gid = nobody_ids()
     os.chown(path, uid, gid)
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
@@ -122,7 +123,7 @@ def _check_traversable(path: Path) -> None:
     """Fail early with a clear message instead of Dovecot's "Permission denied"
     at the first SELECT: the mail processes run as nobody, which needs search
     permission on every directory above the mail home (e.g. /root is 0700)."""
-    uid, _ = _nobody()
+    uid, _ = nobody_ids()
     for parent in path.parents:
         st = parent.stat()
         if st.st_uid != uid and not st.st_mode & stat.S_IXOTH:
@@ -240,7 +241,7 @@ class DovecotServer:
         raise AssertionError("unreachable")
 
     def _launch(self) -> None:
-        uid, gid = _nobody()
+        uid, gid = nobody_ids()
         self._base = Path(tempfile.mkdtemp(prefix="pdc-", dir="/tmp"))
         os.chown(self._base, uid, gid)
         conf = self._base / "dovecot.conf"

@@ -1,0 +1,71 @@
+"""Chat flows in a real browser against the real executor and Dovecot:
+/sync, an approved mark-read, and /clean from proposal to completion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.conftest import Stack
+from tests.support.executor_harness import server_state
+
+CLEANED = "Secretary/Auto-Cleaned"
+
+
+def say(page: Any, text: str) -> None:
+    page.fill("#chat-input", text)
+    page.press("#chat-input", "Enter")
+
+
+def sync_via_chat(page: Any) -> None:
+    say(page, "/sync")
+    page.locator(".msg.assistant", has_text="Started a mailbox sync").wait_for()
+    card = page.locator(".job-card").first
+    card.locator(".counts.complete").wait_for(timeout=60_000)
+
+
+def approval_ids(page: Any) -> list[str]:
+    return page.locator(".approval input[name=selection]").evaluate_all("els => els.map(e => e.value)")
+
+
+def test_chat_sync_then_approved_mark_read_changes_exactly_those_messages(stack: Stack, page: Any) -> None:
+    page.goto(stack.url)
+    sync_via_chat(page)
+    before = server_state(stack.account)
+    say(page, "mark the GitHub notifications as read")
+    page.locator(".approval").wait_for()
+    headers = page.locator(".approval thead th").all_text_contents()
+    assert ["Date", "From", "To", "CC", "Subject"] == headers[1:6]
+    ids = approval_ids(page)
+    assert ids
+    dropped = ids[0]
+    page.locator(f".approval input[value='{dropped}']").uncheck()
+    page.click(".approval button.approve")
+    page.locator(".msg.assistant", has_text="Approved").wait_for()
+    page.locator(".job-card", has_text="mark read").locator(".counts.complete").wait_for(timeout=60_000)
+    after = server_state(stack.account)
+    approved = {int(i.rsplit(":", 1)[1]) for i in ids[1:]}
+    for uid, flags in after["INBOX"].items():
+        if uid in approved:
+            assert "\\Seen" in flags
+        else:
+            assert flags == before["INBOX"][uid], uid
+
+
+def test_clean_proposes_approves_and_completes_with_the_archive_fragment(stack: Stack, page: Any) -> None:
+    page.goto(stack.url)
+    sync_via_chat(page)
+    say(page, "/clean")
+    page.locator(".approval").wait_for()
+    text = page.locator(".approval").text_content() or ""
+    assert "Secretary/Auto-Cleaned" in text
+    ids = approval_ids(page)
+    assert ids
+    page.click(".approval button.approve")
+    card = page.locator(".job-card", has_text="clean")
+    card.locator(".counts.complete").wait_for(timeout=90_000)
+    assert CLEANED in (card.text_content() or "")
+    state = server_state(stack.account)
+    assert len(state[CLEANED]) == len(ids)
+    assert all("\\Seen" in f for f in state[CLEANED].values())
+    page.reload()
+    page.locator(".job-card", has_text="clean").wait_for()
