@@ -304,8 +304,10 @@ class DovecotServer:
             group = proc.pid
             family = _descendants(proc.pid) if proc.poll() is None else set()
             if proc.poll() is None:
+                # The whole group at once: signalled alone, the master spends ~1.1 s
+                # shutting its children down and exits before its log process does.
                 with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+                    os.killpg(group, signal.SIGTERM)
                 try:
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:

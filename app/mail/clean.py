@@ -63,14 +63,14 @@ NEWSLETTER_WORDS = re.compile(
 )
 
 WEIGHTS = {
-    "list_unsubscribe": 0.55,
-    "list_id": 0.35,
-    "precedence_bulk": 0.35,
-    "auto_submitted": 0.4,
-    "noreply_sender": 0.45,
-    "notification_domain": 0.25,
-    "newsletter_words": 0.2,
-    "not_addressed_to_you": 0.15,
+    "list_unsubscribe": 0.6,
+    "list_id": 0.45,
+    "precedence_bulk": 0.4,
+    "auto_submitted": 0.6,
+    "noreply_sender": 0.5,
+    "notification_domain": 0.45,
+    "newsletter_words": 0.3,
+    "not_addressed_to_you": 0.2,
 }
 
 

@@ -19,8 +19,15 @@ from app.demo.mailbox import generate_mailbox, write_maildir
 from tests.support.uvicorn_server import serve
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +65,20 @@ def stack(database_url: str, dovecot: Any, request: pytest.FixtureRequest) -> It
     user = f"e2e{uuid.uuid4().hex[:8]}"
     write_maildir(dovecot.user_maildir(user), generate_mailbox(count))
     account = ImapAccount(dovecot.host, dovecot.port, user, dovecot.password, ssl=False)
-    env = {**os.environ, "DATABASE_URL": database_url, "IMAP_HOST": account.host, "IMAP_PORT": str(account.port),
-           "IMAP_USERNAME": user, "IMAP_PASSWORD": account.password, "IMAP_SSL": "false",
-           "SECRETARY_POLL_SECONDS": "0.2", "SECRETARY_SYNC_BATCH_SIZE": "20"}
-    executor = subprocess.Popen([sys.executable, "-m", "executor", "--workers", "3", "--log-level", "WARNING"],
-                                env=env)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "IMAP_HOST": account.host,
+        "IMAP_PORT": str(account.port),
+        "IMAP_USERNAME": user,
+        "IMAP_PASSWORD": account.password,
+        "IMAP_SSL": "false",
+        "SECRETARY_POLL_SECONDS": "0.2",
+        "SECRETARY_SYNC_BATCH_SIZE": "20",
+    }
+    executor = subprocess.Popen(
+        [sys.executable, "-m", "executor", "--workers", "3", "--log-level", "WARNING"], env=env
+    )
     try:
         with serve(database_url) as web:
             yield Stack(web.url, database_url, account, executor)

@@ -24,24 +24,30 @@ def sync_via_chat(page: Any) -> None:
 
 
 def approval_ids(page: Any) -> list[str]:
-    return page.locator(".approval input[name=selection]").evaluate_all("els => els.map(e => e.value)")
+    return page.locator(".approval input[name=selection]").evaluate_all(
+        "els => els.map(e => e.value)"
+    )
 
 
-def test_chat_sync_then_approved_mark_read_changes_exactly_those_messages(stack: Stack, page: Any) -> None:
+def test_chat_sync_then_approved_mark_read_changes_exactly_those_messages(
+    stack: Stack, page: Any
+) -> None:
     page.goto(stack.url)
     sync_via_chat(page)
     before = server_state(stack.account)
     say(page, "mark the GitHub notifications as read")
     page.locator(".approval").wait_for()
     headers = page.locator(".approval thead th").all_text_contents()
-    assert ["Date", "From", "To", "CC", "Subject"] == headers[1:6]
+    assert headers[1:6] == ["Date", "From", "To", "CC", "Subject"]
     ids = approval_ids(page)
     assert ids
     dropped = ids[0]
     page.locator(f".approval input[value='{dropped}']").uncheck()
     page.click(".approval button.approve")
     page.locator(".msg.assistant", has_text="Approved").wait_for()
-    page.locator(".job-card", has_text="mark read").locator(".counts.complete").wait_for(timeout=60_000)
+    page.locator(".job-card", has_text="mark read").locator(".counts.complete").wait_for(
+        timeout=60_000
+    )
     after = server_state(stack.account)
     approved = {int(i.rsplit(":", 1)[1]) for i in ids[1:]}
     for uid, flags in after["INBOX"].items():
@@ -51,7 +57,9 @@ def test_chat_sync_then_approved_mark_read_changes_exactly_those_messages(stack:
             assert flags == before["INBOX"][uid], uid
 
 
-def test_clean_proposes_approves_and_completes_with_the_archive_fragment(stack: Stack, page: Any) -> None:
+def test_clean_proposes_approves_and_completes_with_the_archive_fragment(
+    stack: Stack, page: Any
+) -> None:
     page.goto(stack.url)
     sync_via_chat(page)
     say(page, "/clean")

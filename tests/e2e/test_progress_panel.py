@@ -22,13 +22,16 @@ new PerformanceObserver(l => l.getEntries().forEach(e => window.__perf.events.pu
 
 def job_row(stack: Stack, job_id: str) -> dict[str, Any]:
     with psycopg.connect(stack.database_url) as conn:
-        row = conn.execute("SELECT status, processed, total_estimate FROM imap_jobs WHERE job_id = %s",
-                           (job_id,)).fetchone()
+        row = conn.execute(
+            "SELECT status, processed, total_estimate FROM imap_jobs WHERE job_id = %s", (job_id,)
+        ).fetchone()
     assert row is not None
     return {"status": row[0], "processed": row[1], "total_estimate": row[2]}
 
 
-def test_sync_streams_live_progress_while_the_page_stays_responsive(stack: Stack, page: Any) -> None:
+def test_sync_streams_live_progress_while_the_page_stays_responsive(
+    stack: Stack, page: Any
+) -> None:
     page.goto(stack.url)
     page.evaluate(OBSERVE)
     page.click("#sync-button")
@@ -52,7 +55,9 @@ def test_sync_streams_live_progress_while_the_page_stays_responsive(stack: Stack
     assert page.locator(f"#job-{job_id} .counts.complete .processed").text_content() == "400"
     perf = page.evaluate("window.__perf")
     assert max(perf["longtasks"], default=0) < 200, perf["longtasks"]
-    delays = [e["delay"] for e in perf["events"] if e["name"] in ("keydown", "keypress", "keyup", "input")]
+    delays = [
+        e["delay"] for e in perf["events"] if e["name"] in ("keydown", "keypress", "keyup", "input")
+    ]
     assert max(delays, default=0) < 100, delays
 
 

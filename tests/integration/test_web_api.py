@@ -24,8 +24,19 @@ async def test_create_list_get_cancel(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/jobs", json={"job_type": "sync", "params": {"folders": ["INBOX"]}})
     assert r.status_code == 201
     snap = r.json()
-    assert set(snap) == {"job_id", "job_type", "status", "processed", "total_estimate", "error",
-                         "cancel_requested", "attempt", "created_at", "started_at", "finished_at"}
+    assert set(snap) == {
+        "job_id",
+        "job_type",
+        "status",
+        "processed",
+        "total_estimate",
+        "error",
+        "cancel_requested",
+        "attempt",
+        "created_at",
+        "started_at",
+        "finished_at",
+    }
     assert snap["status"] == "pending" and snap["job_type"] == "sync"
     listed = (await client.get("/api/jobs")).json()
     assert [j["job_id"] for j in listed] == [snap["job_id"]]
@@ -58,26 +69,35 @@ async def test_mutation_types_are_forbidden(client: httpx.AsyncClient, job_type:
         ("get", "/api/jobs/xyz/events", None, 422),
     ],
 )
-async def test_bad_input_gets_a_clear_4xx(client: httpx.AsyncClient, method: str, path: str,
-                                          body: Any, status: int) -> None:
+async def test_bad_input_gets_a_clear_4xx(
+    client: httpx.AsyncClient, method: str, path: str, body: Any, status: int
+) -> None:
     r = await client.request(method.upper(), path, json=body)
     assert r.status_code == status
     assert isinstance(r.json()["error"], str) and r.json()["error"]
 
 
 async def test_malformed_json_is_a_4xx_json_error(client: httpx.AsyncClient) -> None:
-    r = await client.post("/api/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/jobs", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422 and "JSON" in r.json()["error"]
-    r = await client.post("/api/chat", content=b"[1,2", headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/chat", content=b"[1,2", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
 
 
-async def test_cross_site_post_is_refused_but_same_site_and_no_origin_pass(client: httpx.AsyncClient,
-                                                                           web: Any) -> None:
-    evil = await client.post("/api/jobs", json={"job_type": "sync"}, headers={"Origin": "https://evil.example"})
+async def test_cross_site_post_is_refused_but_same_site_and_no_origin_pass(
+    client: httpx.AsyncClient, web: Any
+) -> None:
+    evil = await client.post(
+        "/api/jobs", json={"job_type": "sync"}, headers={"Origin": "https://evil.example"}
+    )
     assert evil.status_code == 403
-    referer = await client.post("/api/jobs", json={"job_type": "sync"},
-                                headers={"Referer": "https://evil.example/page"})
+    referer = await client.post(
+        "/api/jobs", json={"job_type": "sync"}, headers={"Referer": "https://evil.example/page"}
+    )
     assert referer.status_code == 403
     same = await client.post("/api/jobs", json={"job_type": "sync"}, headers={"Origin": web.url})
     assert same.status_code == 201
@@ -98,8 +118,12 @@ async def test_token_protects_api_and_page(database_url: str) -> None:
     with serve(database_url, web_token="s3cret") as running:
         async with httpx.AsyncClient(base_url=running.url) as c:
             assert (await c.get("/api/jobs")).status_code == 401
-            assert (await c.get("/api/jobs", headers={"Authorization": "Bearer nope"})).status_code == 401
-            assert (await c.get("/api/jobs", headers={"Authorization": "Bearer s3cret"})).status_code == 200
+            assert (
+                await c.get("/api/jobs", headers={"Authorization": "Bearer nope"})
+            ).status_code == 401
+            assert (
+                await c.get("/api/jobs", headers={"Authorization": "Bearer s3cret"})
+            ).status_code == 200
             page = await c.get("/")
             assert page.status_code == 303 and page.headers["location"] == "/login"
             assert (await c.post("/login", data={"token": "nope"})).status_code == 401
@@ -108,45 +132,79 @@ async def test_token_protects_api_and_page(database_url: str) -> None:
             assert (await c.get("/")).status_code == 200
 
 
-async def test_mail_text_is_escaped_in_fragments(client: httpx.AsyncClient, store: JobStore) -> None:
+async def test_mail_text_is_escaped_in_fragments(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
     job = await store.enqueue("sync")
     [claimed] = await store.claim(["w"], lease_seconds=30)
-    await store.progress(Lease.of(claimed), "<script>alert(1)</script>", processed=1, total_estimate=2)
-    await store.finish(Lease.of(claimed), JobStatus.FAILED, "<script>alert(3)</script>",
-                       error="<img src=x onerror=alert(2)>")
+    await store.progress(
+        Lease.of(claimed), "<script>alert(1)</script>", processed=1, total_estimate=2
+    )
+    await store.finish(
+        Lease.of(claimed),
+        JobStatus.FAILED,
+        "<script>alert(3)</script>",
+        error="<img src=x onerror=alert(2)>",
+    )
     async with client.stream("GET", f"/ui/jobs/{job.job_id}/stream") as r:
         body = "".join([chunk async for chunk in r.aiter_text()])
     assert "<script>" not in body and "&lt;script&gt;alert(3)" in body
     assert "<img src=x" not in body and "&lt;img src=x" in body
 
 
-async def test_chat_api_flow_and_errors(client: httpx.AsyncClient, pool: Any, store: JobStore) -> None:
+async def test_chat_api_flow_and_errors(
+    client: httpx.AsyncClient, pool: Any, store: JobStore
+) -> None:
     await insert_emails(pool, [github(1), github(2)])
     r = await client.post("/api/chat", json={"message": "mark the GitHub notifications as read"})
     assert r.status_code == 200
     turn = r.json()
     assert set(turn) == {"thread_id", "messages", "interrupt", "job_ids"}
-    assert turn["interrupt"]["kind"] == "approval" and turn["interrupt"]["id"] and turn["job_ids"] == []
+    assert (
+        turn["interrupt"]["kind"] == "approval"
+        and turn["interrupt"]["id"]
+        and turn["job_ids"] == []
+    )
     assert all(set(m) == {"role", "content"} for m in turn["messages"])
     tid, iid = turn["thread_id"], turn["interrupt"]["id"]
-    bad = await client.post(f"/api/chat/{tid}/resume", json={"interrupt_id": iid, "decision": "maybe"})
+    bad = await client.post(
+        f"/api/chat/{tid}/resume", json={"interrupt_id": iid, "decision": "maybe"}
+    )
     assert bad.status_code == 422
-    stale = await client.post(f"/api/chat/{tid}/resume", json={"interrupt_id": "nope", "decision": "approve"})
+    stale = await client.post(
+        f"/api/chat/{tid}/resume", json={"interrupt_id": "nope", "decision": "approve"}
+    )
     assert stale.status_code == 409
-    unknown = await client.post("/api/chat/no-such-thread/resume", json={"interrupt_id": iid, "decision": "approve"})
+    unknown = await client.post(
+        "/api/chat/no-such-thread/resume", json={"interrupt_id": iid, "decision": "approve"}
+    )
     assert unknown.status_code == 404
-    ok = await client.post(f"/api/chat/{tid}/resume", json={"interrupt_id": iid, "decision": "approve"})
-    assert ok.status_code == 200 and len(ok.json()["job_ids"]) == 1 and ok.json()["interrupt"] is None
-    twice = await client.post(f"/api/chat/{tid}/resume", json={"interrupt_id": iid, "decision": "approve"})
+    ok = await client.post(
+        f"/api/chat/{tid}/resume", json={"interrupt_id": iid, "decision": "approve"}
+    )
+    assert (
+        ok.status_code == 200 and len(ok.json()["job_ids"]) == 1 and ok.json()["interrupt"] is None
+    )
+    twice = await client.post(
+        f"/api/chat/{tid}/resume", json={"interrupt_id": iid, "decision": "approve"}
+    )
     assert twice.status_code == 409
     assert len([j for j in await store.list() if j.job_type.value == "mark_read"]) == 1
     assert (await client.post("/api/chat", json={"message": ""})).status_code == 422
     assert (await client.post("/api/chat", json={"message": "   "})).status_code == 422
-    assert (await client.post("/api/chat", json={"message": "x" * 10_001})).status_code in (413, 422)
+    assert (await client.post("/api/chat", json={"message": "x" * 10_001})).status_code in (
+        413,
+        422,
+    )
 
 
 async def test_openapi_schema_documents_the_api(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
-    for path in ("/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/cancel", "/api/chat",
-                 "/api/chat/{thread_id}/resume"):
+    for path in (
+        "/api/jobs",
+        "/api/jobs/{job_id}",
+        "/api/jobs/{job_id}/cancel",
+        "/api/chat",
+        "/api/chat/{thread_id}/resume",
+    ):
         assert path in schema["paths"]

@@ -40,8 +40,14 @@ async def read_sse(response: httpx.Response) -> AsyncIterator[SSEMessage]:
                 ident = value
 
 
-async def collect(client: httpx.AsyncClient, url: str, *, headers: dict[str, str] | None = None,
-                  until_terminal: bool = True, limit: int = 100_000) -> list[SSEMessage]:
+async def collect(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    until_terminal: bool = True,
+    limit: int = 100_000,
+) -> list[SSEMessage]:
     out: list[SSEMessage] = []
     async with client.stream("GET", url, headers=headers) as r:
         r.raise_for_status()

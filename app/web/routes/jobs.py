@@ -81,7 +81,9 @@ async def create_job(body: CreateJob, store: StoreDep) -> JobSnapshot:
     try:
         params = SyncParams.model_validate(body.params).model_dump(exclude_none=True)
     except ValidationError as exc:
-        problems = "; ".join(f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+        )
         raise HTTPException(422, problems) from None
     return JobSnapshot.of(await store.enqueue(job_type, params))
 
