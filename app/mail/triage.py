@@ -84,13 +84,13 @@ def triage(row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozen
     evidence: dict[str, list[tuple[float, str]]] = {c: [] for c in CATEGORIES}
     act = evidence["action_required"]
     if to_me:
-        act.append((0.35, "addressed to you"))
+        act.append((0.4, "addressed to you"))
     if named:
         act.append((0.15, "mentions your name"))
     if QUESTION.search(text):
-        act.append((0.3, "asks you something"))
+        act.append((0.35, "asks you something"))
     if DEADLINE.search(text):
-        act.append((0.35, "has a deadline"))
+        act.append((0.4, "has a deadline"))
     if MEETING.search(text) and (to_me or cc_me):
         act.append((0.25, "meeting / Zoom"))
     if "\\Flagged" in flags:
