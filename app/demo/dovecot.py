@@ -278,23 +278,22 @@ class DovecotServer:
             if not isinstance(exc, Exception):
                 raise
             raise RuntimeError(
-                f"Dovecot did not start on {self.host}:{self.port} within "
-                f"{START_TIMEOUT:.0f}s; log tail:\n{tail}"
+                f"Dovecot did not start on {self.host}:{self.port}: {exc}; log tail:\n{tail}"
             ) from None
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:
-                raise RuntimeError("Dovecot exited during start-up")
+                raise RuntimeError("it exited during start-up")
             try:
-                with socket.create_connection((self.host, self.port), timeout=1):
-                    pass
-                self.connect().logout()
+                # A short timeout: if something else holds the port it may accept
+                # and never greet, and the master's exit should be noticed promptly.
+                self.connect(timeout=2).logout()
                 return
             except (OSError, imapclient.exceptions.IMAPClientError):
                 time.sleep(0.05)
-        raise TimeoutError
+        raise RuntimeError(f"no successful LOGIN within {START_TIMEOUT:.0f}s")
 
     def stop(self) -> None:
         """Stop Dovecot and every process it started; safe to call twice."""
@@ -336,9 +335,9 @@ class DovecotServer:
 
     # -- clients and tools -----------------------------------------------------
 
-    def connect(self, username: str | None = None) -> imapclient.IMAPClient:
+    def connect(self, username: str | None = None, timeout: float = 30) -> imapclient.IMAPClient:
         """A logged-in client; any user name works and gets a mailbox of its own."""
-        client = imapclient.IMAPClient(self.host, port=self.port, ssl=False, timeout=30)
+        client = imapclient.IMAPClient(self.host, port=self.port, ssl=False, timeout=timeout)
         try:
             client.login(username or self.username, self.password)
         except BaseException:

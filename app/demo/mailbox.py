@@ -60,7 +60,7 @@ KIND_SHARES: tuple[tuple[str, float], ...] = (
 # Building an EmailMessage costs ~0.5 ms; beyond this many, messages reuse a
 # built one of the same kind with a fresh Date and Message-ID, which keeps
 # 10,000 messages well under a second.
-UNIQUE_MESSAGES = 1200
+UNIQUE_MESSAGES = 800
 TODAY_SHARE = 0.08
 HISTORY_DAYS = 60
 

