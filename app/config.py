@@ -43,6 +43,7 @@ class Settings:
     max_attempts: int = 3
     poll_seconds: float = 2.0
     sync_batch_size: int = 200
+    parse_processes: int = min(2, os.cpu_count() or 1) if (os.cpu_count() or 1) > 1 else 0
     sse_heartbeat_seconds: float = 15.0
     sse_poll_seconds: float = 1.0
     chat_model: str | None = None
@@ -119,6 +120,7 @@ def load_settings(
         max_attempts=int(get("SECRETARY_MAX_ATTEMPTS", 3)),
         poll_seconds=float(get("SECRETARY_POLL_SECONDS", 2.0)),
         sync_batch_size=int(get("SECRETARY_SYNC_BATCH_SIZE", 200)),
+        parse_processes=int(get("SECRETARY_PARSE_PROCESSES", Settings.parse_processes)),
         sse_heartbeat_seconds=float(get("SECRETARY_SSE_HEARTBEAT_SECONDS", 15)),
         sse_poll_seconds=float(get("SECRETARY_SSE_POLL_SECONDS", 1.0)),
         chat_model=get("SECRETARY_CHAT_MODEL"),

@@ -20,6 +20,7 @@ from app.jobs.models import Job
 from app.jobs.store import JobStore
 from executor.context import JobContext
 from executor.imap_session import ImapSession
+from executor.parsing import ParserPool
 from executor.services import LeaseRenewer, Listener, Reaper
 from executor.worker import WorkerSlot, run_job
 
@@ -50,6 +51,7 @@ class Executor:
             WorkerSlot(i, f"{instance}:w{i}", ImapSession(account, name=f"{instance}:w{i}"))
             for i in range(workers)
         ]
+        self.parser = ParserPool(settings.parse_processes)
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
@@ -84,6 +86,7 @@ class Executor:
                 await service.stop()
             for slot in self.slots:
                 await slot.imap.discard()
+            self.parser.close()
             await pool.close()
             log.info("executor stopped")
 
@@ -119,7 +122,7 @@ class Executor:
     def _start(self, job: Job, slot: WorkerSlot, store: JobStore) -> None:
         async def runner() -> None:
             try:
-                await run_job(job, slot, store, self.settings)
+                await run_job(job, slot, store, self.settings, parser=self.parser)
             finally:
                 slot.busy = False
                 self.wake.set()

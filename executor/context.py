@@ -11,6 +11,7 @@ from app.config import Settings
 from app.jobs.models import Job, Lease, LeaseLost
 from app.jobs.store import JobStore
 from executor.imap_session import ImapSession
+from executor.parsing import ParserPool
 
 log = logging.getLogger("executor.job")
 
@@ -35,6 +36,7 @@ class JobContext:
     imap: ImapSession
     settings: Settings
     worker: str
+    parser: ParserPool | None = None
     cancel_seen: bool = False
     lease_lost: bool = False
     stopping: bool = False

@@ -15,6 +15,7 @@ from app.jobs.store import JobStore
 from executor.context import JobCancelled, JobContext, PermanentJobError, ShuttingDown
 from executor.handlers import HANDLERS, Handler
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
+from executor.parsing import ParserPool
 
 log = logging.getLogger("executor.worker")
 
@@ -46,6 +47,7 @@ async def run_job(
     store: JobStore,
     settings: Settings,
     handlers: dict[object, Handler] | None = None,
+    parser: ParserPool | None = None,
 ) -> None:
     lease = Lease.of(job)
     ctx = JobContext(
@@ -55,6 +57,7 @@ async def run_job(
         imap=slot.imap,
         settings=settings,
         worker=slot.owner,
+        parser=parser,
         processed=job.processed,
         total_estimate=job.total_estimate,
     )

@@ -175,6 +175,7 @@ class DovecotServer:
     port: int = 0
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _base: Path | None = field(default=None, init=False, repr=False)
+    _picked_port: bool = field(default=False, init=False, repr=False)
 
     # -- paths -----------------------------------------------------------------
 
@@ -228,10 +229,11 @@ class DovecotServer:
         chown_tree(self.mail_home)
         # A port picked here can be taken by someone else before Dovecot binds it;
         # only then is it worth trying another one.
-        pick_port = not self.port
+        pick_port = self._picked_port or not self.port
         for attempt in range(3):
             if pick_port:
                 self.port = _free_port(self.host)
+                self._picked_port = True
             try:
                 self._launch()
                 return self

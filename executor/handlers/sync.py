@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import imapclient
@@ -23,8 +23,8 @@ from imapclient.imapclient import seq_to_parenstr_upper
 from imapclient.response_parser import parse_fetch_response
 
 from app.mail import mirror_writes as mirror
-from app.mail.mime import parse_message
 from executor.context import JobContext, PermanentJobError
+from executor.parsing import ParserPool, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -66,38 +66,32 @@ def _body(data: dict[bytes, Any]) -> bytes:
     return b""
 
 
-def fetch_batch(
+def fetch_raw(
     client: imapclient.IMAPClient, uids: Sequence[int], condstore: bool
-) -> tuple[list[mirror.FetchedMessage], list[dict[str, Any]]]:
-    """Fetch and parse one micro-batch (runs in a worker thread)."""
+) -> tuple[list[RawMessage], list[dict[str, Any]]]:
+    """Fetch one micro-batch (runs in a worker thread); parsing happens elsewhere."""
     items = FETCH_ITEMS + (["MODSEQ"] if condstore else [])
     response = client.fetch(list(uids), items)
-    fetched: list[mirror.FetchedMessage] = []
+    raws: list[RawMessage] = []
     problems: list[dict[str, Any]] = []
     for uid in uids:
         data = response.get(uid)
         if data is None:
             problems.append({"uid": uid, "problem": "expunged before it could be fetched"})
             continue
-        try:
-            parsed = parse_message(_body(data))
-            internal = data.get(b"INTERNALDATE")
-            fetched.append(
-                mirror.FetchedMessage(
-                    uid=uid,
-                    flags=_flags(data.get(b"FLAGS", ())),
-                    internal_date=internal if isinstance(internal, datetime) else None,
-                    size=data.get(b"RFC822.SIZE"),
-                    modseq=_modseq(data),
-                    parsed=parsed,
-                )
+        internal = data.get(b"INTERNALDATE")
+        raws.append(
+            RawMessage(
+                uid=uid,
+                flags=_flags(data.get(b"FLAGS", ())),
+                # imapclient's FixedOffset zone does not pickle; UTC does.
+            internal_date=internal.astimezone(UTC) if isinstance(internal, datetime) else None,
+                size=data.get(b"RFC822.SIZE"),
+                modseq=_modseq(data),
+                body=_body(data),
             )
-            if parsed.problems:
-                problems.append({"uid": uid, "problem": "; ".join(parsed.problems)})
-        except Exception as exc:  # one bad message never fails the sync
-            log.exception("uid %s could not be mirrored", uid)
-            problems.append({"uid": uid, "problem": f"skipped: {type(exc).__name__}: {exc}"})
-    return fetched, problems
+        )
+    return raws, problems
 
 
 def list_sync_folders(client: imapclient.IMAPClient) -> list[str]:
@@ -203,6 +197,7 @@ class SyncRun:
         self.done = 0
         self.remaining: dict[str, int] = {}
         self.batches = 0
+        self.parser = ctx.parser or ParserPool(0)
 
     @property
     def total(self) -> int:
@@ -294,18 +289,20 @@ class SyncRun:
         try:
             if batches:
                 pending = asyncio.create_task(
-                    ctx.imap.call(fetch_batch, client, batches[0], condstore)
+                    ctx.imap.call(fetch_raw, client, batches[0], condstore)
                 )
             for index, uids in enumerate(batches):
                 assert pending is not None
-                fetched, problems = await pending
+                raws, problems = await pending
                 pending = None
                 if index + 1 < len(batches):
                     # Fetch the next batch while this one is written: IMAP and
                     # Postgres work overlap.
                     pending = asyncio.create_task(
-                        ctx.imap.call(fetch_batch, client, batches[index + 1], condstore)
+                        ctx.imap.call(fetch_raw, client, batches[index + 1], condstore)
                     )
+                fetched, parse_problems = await self.parser.parse(raws)
+                problems += parse_problems
                 self.done += len(uids)
                 self.remaining[folder] -= len(uids)
                 self.batches += 1

@@ -81,7 +81,9 @@ def test_three_jobs_at_once_each_card_shows_only_its_own_job(stack: Stack, page:
     assert len(set(totals)) == 3 and sum(totals) == 400
     page.reload()  # finished cards re-render from the database, not the stream
     for job_id, total in zip(ids, totals, strict=True):
-        assert page.locator(f"#job-{job_id} .counts.complete .processed").text_content() == str(total)
+        assert page.locator(f"#job-{job_id} .counts.complete .processed").text_content() == str(
+            total
+        )
 
 
 def test_mail_text_in_the_chat_is_shown_as_text(stack: Stack, page: Any) -> None:
