@@ -19,8 +19,10 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz(request: Request) -> dict[str, object]:
+    """Liveness plus the stream hub's load figures (used by bench/sse.py)."""
+    hub = request.app.state.hub
+    return {"status": "ok", "streams": sum(len(s) for s in hub.subs.values()), "hub_queries": hub.queries}
 
 
 @router.get("/", response_class=HTMLResponse)
