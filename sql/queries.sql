@@ -391,3 +391,12 @@ FROM emails GROUP BY folder ORDER BY folder;
 SELECT job_id, job_type, status, processed, total_estimate, error, cancel_requested, last_seq,
        created_at, started_at, finished_at, attempt
 FROM imap_jobs WHERE job_id = ANY (%(job_ids)s::uuid[]);
+
+-- name: events_after_many
+-- The hub's batched read: new events of every changed job in one round trip.
+SELECT e.job_id, e.seq, e.created_at, e.level, e.message, e.data
+FROM imap_job_events e
+JOIN unnest(%(job_ids)s::uuid[], %(afters)s::int[]) AS k(job_id, after)
+  ON e.job_id = k.job_id AND e.seq > k.after
+ORDER BY e.job_id, e.seq
+LIMIT %(limit)s;

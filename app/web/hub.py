@@ -26,6 +26,7 @@ from app.jobs.store import JobStore
 log = logging.getLogger(__name__)
 CHANNEL = "imap_job_updates"
 QUEUE_LIMIT = 1000
+REFRESH_LIMIT = 5000
 
 
 @dataclass(frozen=True)
@@ -140,45 +141,56 @@ class EventHub:
             rows = await (await conn.execute(query("job_heads"), {"job_ids": job_ids})).fetchall()
         return {r["job_id"]: JobHead.from_row(r) for r in rows}
 
-    async def _refresh(self, job_id: uuid.UUID) -> None:
-        old = self.known.get(job_id)
-        heads = await self._heads([job_id])
-        head = heads.get(job_id)
-        if head is None:
-            return
-        # Events after the row: the terminal event commits with the terminal status.
-        events: list[JobEvent] = []
-        after = old.last_seq if old else 0
-        while after < head.last_seq:
+    async def _refresh(self, job_ids: list[uuid.UUID]) -> None:
+        """Read every changed job in two round trips, whatever the number of streams."""
+        heads = await self._heads(job_ids)
+        afters = {jid: (self.known[jid].last_seq if jid in self.known else 0) for jid in heads}
+        wanted = [jid for jid, head in heads.items() if head.last_seq > afters[jid]]
+        events: dict[uuid.UUID, list[JobEvent]] = defaultdict(list)
+        if wanted:
             self.queries += 1
-            page = await self.store.events_after(job_id, after, limit=1000)
-            if not page:
-                break
-            events.extend(page)
-            after = page[-1].seq
-        if events:
-            head = JobHead(**{**head.__dict__, "last_seq": max(head.last_seq, events[-1].seq)})
-        self.known[job_id] = head
-        if old == head and not events:
-            return
-        update = Update(head, tuple(events))
-        for sub in list(self.subs.get(job_id, ())):
-            sub.offer(update)
+            async with self.store.pool.connection() as conn:
+                rows = await (
+                    await conn.execute(
+                        query("events_after_many"),
+                        {
+                            "job_ids": wanted,
+                            "afters": [afters[j] for j in wanted],
+                            "limit": REFRESH_LIMIT,
+                        },
+                    )
+                ).fetchall()
+            for row in rows:
+                events[row["job_id"]].append(JobEvent.from_row(row))
+            if len(rows) >= REFRESH_LIMIT:
+                self._dirty.update(wanted)  # more to read: go round again
+        for job_id, head in heads.items():
+            old = self.known.get(job_id)
+            new_events = events.get(job_id, [])
+            if new_events and new_events[-1].seq < head.last_seq:
+                # Partial page: report only what was read, so nothing is skipped.
+                head = JobHead(**{**head.__dict__, "last_seq": new_events[-1].seq})
+            self.known[job_id] = head
+            if old == head and not new_events:
+                continue
+            update = Update(head, tuple(new_events))
+            for sub in list(self.subs.get(job_id, ())):
+                sub.offer(update)
 
     async def _refresher(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
-            for job_id in dirty:
-                if job_id in self.subs:
-                    try:
-                        await self._refresh(job_id)
-                    except psycopg.Error as exc:
-                        log.warning("hub refresh of %s failed: %s", job_id, exc)
-                        self._dirty.add(job_id)
+            watched = [job_id for job_id in dirty if job_id in self.subs]
+            if watched:
+                try:
+                    await self._refresh(watched)
+                except psycopg.Error as exc:
+                    log.warning("hub refresh failed: %s", exc)
+                    self._dirty.update(watched)
             if self._dirty:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.05)
                 self._wake.set()
 
     async def _poll(self) -> None:

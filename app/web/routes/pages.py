@@ -22,7 +22,11 @@ router = APIRouter(include_in_schema=False)
 async def healthz(request: Request) -> dict[str, object]:
     """Liveness plus the stream hub's load figures (used by bench/sse.py)."""
     hub = request.app.state.hub
-    return {"status": "ok", "streams": sum(len(s) for s in hub.subs.values()), "hub_queries": hub.queries}
+    return {
+        "status": "ok",
+        "streams": sum(len(s) for s in hub.subs.values()),
+        "hub_queries": hub.queries,
+    }
 
 
 @router.get("/", response_class=HTMLResponse)
