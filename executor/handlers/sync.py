@@ -85,7 +85,7 @@ def fetch_raw(
                 uid=uid,
                 flags=_flags(data.get(b"FLAGS", ())),
                 # imapclient's FixedOffset zone does not pickle; UTC does.
-            internal_date=internal.astimezone(UTC) if isinstance(internal, datetime) else None,
+                internal_date=internal.astimezone(UTC) if isinstance(internal, datetime) else None,
                 size=data.get(b"RFC822.SIZE"),
                 modseq=_modseq(data),
                 body=_body(data),

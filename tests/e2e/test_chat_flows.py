@@ -75,5 +75,15 @@ def test_clean_proposes_approves_and_completes_with_the_archive_fragment(
     state = server_state(stack.account)
     assert len(state[CLEANED]) == len(ids)
     assert all("\\Seen" in f for f in state[CLEANED].values())
+    before_undo = server_state(stack.account)
     page.reload()
-    page.locator(".job-card", has_text="clean").wait_for()
+    card = page.locator(".job-card:has(.job-head strong:text-is('clean'))")
+    card.locator("button.undo").click()  # the finished clean offers Undo, behind its own approval
+    page.locator(".approval").wait_for()
+    assert "Undo clean" in (page.locator(".approval").text_content() or "")
+    page.click(".approval button.approve")
+    undo_card = page.locator(".job-card:has(.job-head strong:text-is('undo'))")
+    undo_card.locator(".counts.complete").wait_for(timeout=90_000)
+    restored = server_state(stack.account)
+    assert restored[CLEANED] == {}
+    assert len(restored["INBOX"]) == len(before_undo["INBOX"]) + len(ids)
