@@ -35,6 +35,10 @@ def _status_message(head: JobHead) -> dict[str, Any]:
     return {"event": "job_status", "data": json.dumps(head.status_data())}
 
 
+def _heartbeat() -> dict[str, Any]:
+    return {"event": "heartbeat", "data": json.dumps({"type": "heartbeat", "ts": time.time()})}
+
+
 def _head(job: Job) -> JobHead:
     return JobHead(
         job.job_id,
@@ -109,10 +113,7 @@ async def _job_stream(
             except TimeoutError:
                 if await request.is_disconnected():
                     return
-                yield {
-                    "event": "heartbeat",
-                    "data": json.dumps({"type": "heartbeat", "ts": time.time()}),
-                }
+                yield _heartbeat()
                 continue
             events = list(update.events)
             if sub.lagging:
@@ -222,10 +223,7 @@ async def _card_stream(
                 except TimeoutError:
                     if await request.is_disconnected():
                         return
-                    yield {
-                        "event": "heartbeat",
-                        "data": json.dumps({"type": "heartbeat", "ts": time.time()}),
-                    }
+                    yield _heartbeat()
             await asyncio.sleep(max(0.0, UI_MIN_INTERVAL - (time.monotonic() - sent_at)))
             updates = [update]
             while not sub.queue.empty():
