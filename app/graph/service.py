@@ -63,7 +63,11 @@ def render_message(msg: BaseMessage) -> dict[str, Any] | None:
             }
         return None
     if isinstance(msg, ToolMessage):
-        return {"role": "tool", "content": _tool_summary(msg), "name": msg.name}
+        rendered: dict[str, Any] = {"role": "tool", "content": _tool_summary(msg), "name": msg.name}
+        data = _json(msg)
+        if msg.name == "top_by_confidence" and isinstance(data, dict) and data.get("results"):
+            rendered["table"] = data["results"]  # the page shows it as a sortable table
+        return rendered
     return None
 
 

@@ -87,3 +87,17 @@ def test_clean_proposes_approves_and_completes_with_the_archive_fragment(
     restored = server_state(stack.account)
     assert restored[CLEANED] == {}
     assert len(restored["INBOX"]) == len(before_undo["INBOX"]) + len(ids)
+
+
+def test_triage_answer_is_a_sortable_table_with_scores_and_reasons(stack: Stack, page: Any) -> None:
+    page.goto(stack.url)
+    sync_via_chat(page)
+    say(page, "top 10 action-required")
+    table = page.locator("table.triage").last
+    table.wait_for()
+    scores = [float(x) for x in table.locator("tbody td:first-child").all_text_contents()]
+    assert scores and scores == sorted(scores, reverse=True)
+    assert all(r.strip() for r in table.locator("tbody td:last-child").all_text_contents())
+    table.locator("th", has_text="Score").click()
+    ascending = [float(x) for x in table.locator("tbody td:first-child").all_text_contents()]
+    assert ascending == sorted(scores)
