@@ -186,20 +186,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     dovecot = None
     account: ImapAccount | None = settings.imap
     if account is None:
-        from app.demo.dovecot import DovecotServer
-        from app.demo.mailbox import seed_demo
-        from app.demo.runtime import write_demo_state
+        from app.demo.runtime import start_demo_server, write_demo_state
 
-        home = (settings.data_dir / "demo-mail").resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        dovecot = DovecotServer(mail_home=home).start()
-        seeded = seed_demo(
-            dovecot,
-            count=args.demo_messages,
-            identity_email=settings.identity_email,
-            identity_name=settings.identity_name,
-            aliases=settings.identity_aliases,
-        )
+        dovecot, seeded = start_demo_server(settings, messages=args.demo_messages)
         account = ImapAccount(
             dovecot.host, dovecot.port, dovecot.username, dovecot.password, ssl=False
         )

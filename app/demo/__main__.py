@@ -8,8 +8,7 @@ import threading
 from pathlib import Path
 
 from app.config import load_settings
-from app.demo.dovecot import DovecotServer
-from app.demo.mailbox import seed_demo
+from app.demo.runtime import start_demo_server
 
 
 def main() -> None:
@@ -19,20 +18,17 @@ def main() -> None:
     parser.add_argument("--mail-home", default=".data/demo-mail")
     parser.add_argument("--messages", type=int, default=300)
     args = parser.parse_args()
-    settings = load_settings()
-    home = Path(args.mail_home).resolve()
-    home.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with DovecotServer(mail_home=home, host=args.host, port=args.port) as server:
-        seeded = seed_demo(
-            server,
-            count=args.messages,
-            identity_email=settings.identity_email,
-            identity_name=settings.identity_name,
-            aliases=settings.identity_aliases,
-        )
+    server, seeded = start_demo_server(
+        load_settings(),
+        home=Path(args.mail_home),
+        host=args.host,
+        port=args.port,
+        messages=args.messages,
+    )
+    with server:
         print(
             f"demo IMAP on {server.host}:{server.port} user={server.username} password={server.password}"
             + (f", seeded {seeded} messages" if seeded else ""),

@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.config import ImapAccount, Settings
+
+if TYPE_CHECKING:
+    from app.demo.dovecot import DovecotServer
 
 STATE_FILE = "demo-imap.json"
 
@@ -46,3 +50,28 @@ def read_demo_state(data_dir: Path) -> ImapAccount | None:
 
 def imap_account_or_demo(settings: Settings) -> ImapAccount | None:
     return settings.imap or read_demo_state(settings.data_dir)
+
+
+def start_demo_server(
+    settings: Settings,
+    *,
+    home: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    messages: int = 300,
+) -> tuple[DovecotServer, int]:
+    """Start the demo Dovecot and seed it once (a persistent mailbox is never seeded twice)."""
+    from app.demo.dovecot import DovecotServer
+    from app.demo.mailbox import seed_demo
+
+    home = (home or settings.data_dir / "demo-mail").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    server = DovecotServer(mail_home=home, host=host, port=port).start()
+    seeded = seed_demo(
+        server,
+        count=messages,
+        identity_email=settings.identity_email,
+        identity_name=settings.identity_name,
+        aliases=settings.identity_aliases,
+    )
+    return server, seeded

@@ -38,7 +38,6 @@ class JobType(enum.StrEnum):
         return self is not JobType.SYNC
 
 
-READ_ONLY_JOB_TYPES = frozenset({JobType.SYNC})
 MUTATION_JOB_TYPES = frozenset(t for t in JobType if t.is_mutation)
 
 

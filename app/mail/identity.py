@@ -50,8 +50,3 @@ class Identity:
     def name_mentioned(self, text: str) -> bool:
         pattern = self._name_pattern
         return bool(text and pattern is not None and pattern.search(text))
-
-    def directly_involved(
-        self, to_addrs: Iterable[str], cc_addrs: Iterable[str], body: str
-    ) -> bool:
-        return self.is_recipient(to_addrs, cc_addrs) or self.name_mentioned(body)
