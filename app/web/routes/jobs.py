@@ -18,7 +18,15 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 class SyncParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     folders: list[str] | None = Field(default=None, description="folders to sync; all when omitted")
+    folder: str | None = Field(default=None, description="shorthand for a single folder")
     batch_size: int | None = Field(default=None, ge=1, le=1000)
+
+    def payload(self) -> dict[str, Any]:
+        folders = list(self.folders or []) + ([self.folder] if self.folder else [])
+        out: dict[str, Any] = {"folders": folders} if folders else {}
+        if self.batch_size:
+            out["batch_size"] = self.batch_size
+        return out
 
 
 class CreateJob(BaseModel):
@@ -79,7 +87,7 @@ async def create_job(body: CreateJob, store: StoreDep) -> JobSnapshot:
             403, f"{job_type.value} changes the mailbox: it runs only after an approval in the chat"
         )
     try:
-        params = SyncParams.model_validate(body.params).model_dump(exclude_none=True)
+        params = SyncParams.model_validate(body.params).payload()
     except ValidationError as exc:
         problems = "; ".join(
             f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
