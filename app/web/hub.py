@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "imap_job_updates"
 QUEUE_LIMIT = 1000
 REFRESH_LIMIT = 5000
+COALESCE_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,8 @@ class EventHub:
     async def _refresher(self) -> None:
         while True:
             await self._wake.wait()
+            # A short window lets a burst of commits share one read.
+            await asyncio.sleep(COALESCE_SECONDS)
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             watched = [job_id for job_id in dirty if job_id in self.subs]
@@ -189,9 +192,9 @@ class EventHub:
                 except psycopg.Error as exc:
                     log.warning("hub refresh failed: %s", exc)
                     self._dirty.update(watched)
+                    await asyncio.sleep(0.2)  # back off; the poll or the next NOTIFY retries
             if self._dirty:
-                await asyncio.sleep(0.05)
-                self._wake.set()
+                self._wake.set()  # more changed while we read: go again at once
 
     async def _poll(self) -> None:
         """Fallback for missed NOTIFYs: one query covers every watched job."""

@@ -5,13 +5,16 @@ because htmx's reconnect does not send Last-Event-ID."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import Response
+from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
 from app.jobs.models import Job, JobEvent
@@ -26,13 +29,32 @@ NO_PING = 10**6  # our own heartbeat events replace sse-starlette's comment ping
 UI_MIN_INTERVAL = 0.25  # at most four fragment swaps a second per job
 
 
-def _event_message(event: JobEvent) -> dict[str, Any]:
-    payload = {"type": "job_event", **event.as_dict()}
-    return {"event": "job_event", "id": str(event.seq), "data": json.dumps(payload, default=str)}
+# Many streams watch the same job: encode each event and status once, as the
+# bytes sse-starlette would send, and hand a stream one chunk per update.
+_EVENT_CACHE: dict[tuple[uuid.UUID, int], bytes] = {}
+_EVENT_CACHE_LIMIT = 50_000
+SEP = "\r\n"
 
 
-def _status_message(head: JobHead) -> dict[str, Any]:
-    return {"event": "job_status", "data": json.dumps(head.status_data())}
+def _event_bytes(event: JobEvent) -> bytes:
+    key = (event.job_id, event.seq)
+    encoded = _EVENT_CACHE.get(key)
+    if encoded is None:
+        payload = {"type": "job_event", **event.as_dict()}
+        encoded = ServerSentEvent(
+            data=json.dumps(payload, default=str), event="job_event", id=str(event.seq), sep=SEP
+        ).encode()
+        if len(_EVENT_CACHE) >= _EVENT_CACHE_LIMIT:
+            _EVENT_CACHE.clear()
+        _EVENT_CACHE[key] = encoded
+    return encoded
+
+
+@functools.lru_cache(maxsize=4096)
+def _status_bytes(head: JobHead) -> bytes:
+    return ServerSentEvent(
+        data=json.dumps(head.status_data()), event="job_status", sep=SEP
+    ).encode()
 
 
 def _heartbeat() -> dict[str, Any]:
@@ -95,17 +117,17 @@ async def job_events(
 
 async def _job_stream(
     request: Request, store: JobStore, hub: EventHub, job: Job, seen: int, heartbeat: float
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[bytes | dict[str, Any]]:
     sub = await hub.subscribe(job.job_id)  # before the backlog: nothing can fall in between
     try:
         job = await store.get(job.job_id) or job
         head = _head(job)
-        yield _status_message(head)
-        async for event in _backlog(store, job, seen):
-            seen = event.seq
-            yield _event_message(event)
+        yield _status_bytes(head)
+        async for chunk, last in _backlog_chunks(store, job, seen):
+            seen = last
+            yield chunk
         if job.status.is_terminal and seen >= job.last_seq:
-            yield _status_message(head)
+            yield _status_bytes(head)
             return
         while True:
             try:
@@ -115,6 +137,7 @@ async def _job_stream(
                     return
                 yield _heartbeat()
                 continue
+            out: list[bytes] = []
             events = list(update.events)
             if sub.lagging:
                 sub.lagging = False
@@ -122,19 +145,35 @@ async def _job_stream(
             for event in events:
                 if event.seq > seen:
                     seen = event.seq
-                    yield _event_message(event)
+                    out.append(_event_bytes(event))
             if update.head != head:
                 head = update.head
                 if not head.status.is_terminal:
-                    yield _status_message(head)
+                    out.append(_status_bytes(head))
             if head.status.is_terminal:
                 async for event in _backlog(store, job, seen):  # the end is complete
                     seen = event.seq
-                    yield _event_message(event)
-                yield _status_message(head)
+                    out.append(_event_bytes(event))
+                out.append(_status_bytes(head))
+                yield b"".join(out)
                 return
+            if out:
+                yield b"".join(out)
     finally:
         hub.unsubscribe(sub)
+
+
+async def _backlog_chunks(store: JobStore, job: Job, seen: int) -> AsyncIterator[tuple[bytes, int]]:
+    """The backlog in chunks of up to 200 events (one send each)."""
+    out: list[bytes] = []
+    async for event in _backlog(store, job, seen):
+        seen = event.seq
+        out.append(_event_bytes(event))
+        if len(out) >= 200:
+            yield b"".join(out), seen
+            out = []
+    if out:
+        yield b"".join(out), seen
 
 
 # -- the page's progress panel ------------------------------------------------
