@@ -281,3 +281,23 @@ async def test_executor_rejects_zero_workers(workers: int) -> None:
         Executor(
             executor_settings(), "postgresql://", ImapAccount("h", 1, "u", "p", False), workers=0
         )
+
+
+async def test_executor_survives_its_database_connections_being_killed(
+    store: JobStore, pool: Any, imap_account: ImapAccount, database_url: str
+) -> None:
+    import psycopg
+
+    await asyncio.to_thread(seed, imap_account, 20)
+    async with running_executor(str(pool.conninfo), imap_account, workers=2):
+        first = await store.enqueue("sync")
+        assert (await wait_for_job(store, first.job_id)).status is JobStatus.COMPLETED
+        dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+        async with pool.connection() as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+        await asyncio.sleep(0.5)
+        second = await store.enqueue("sync")
+        done = await wait_for_job(store, second.job_id, timeout=60)
+    assert done.status is JobStatus.COMPLETED, done.error
