@@ -104,13 +104,6 @@ def _part_text(part: Message, problems: list[str]) -> str:
     return text
 
 
-def _is_attachment(part: Message) -> bool:
-    disposition = (part.get("Content-Disposition") or "").lower()
-    return disposition.startswith("attachment") or (
-        bool(part.get_filename()) and part.get_content_maintype() not in ("text", "multipart")
-    )
-
-
 def _body(msg: Message, problems: list[str]) -> tuple[str, bool]:
     plain: list[str] = []
     rich: list[str] = []
@@ -119,18 +112,17 @@ def _body(msg: Message, problems: list[str]) -> tuple[str, bool]:
     for part in msg.walk():
         if part.is_multipart():
             continue
-        if _is_attachment(part):
-            attachments = True
-            continue
         ctype = part.get_content_type()
+        disposition = (part.get("Content-Disposition") or "").lower()
+        if disposition.startswith("attachment") or not ctype.startswith("text/"):
+            attachments = True  # its content never goes into the excerpt
+            continue
         if ctype == "text/plain":
             plain.append(_part_text(part, problems))
         elif ctype == "text/html":
             rich.append(_part_text(part, problems))
         elif ctype == "text/calendar":
             calendar.append(_part_text(part, problems))
-        elif part.get_content_maintype() not in ("text", "multipart"):
-            attachments = True
     if any(p.strip() for p in plain):
         return _tidy("\n".join(plain)), attachments
     if rich:
@@ -138,10 +130,25 @@ def _body(msg: Message, problems: list[str]) -> tuple[str, bool]:
     return _tidy("\n".join(calendar)), attachments
 
 
-def _header(msg: Message, name: str) -> str | None:
-    value = msg.get(name)
-    text = decode_header_text(value) if value is not None else ""
-    return text or None
+class _Headers:
+    """Top-level headers, looked up once: `Message.get` rescans every header
+    on every call, which made it the parser's hottest function."""
+
+    def __init__(self, msg: Message) -> None:
+        self.all: dict[str, list[str]] = {}
+        for name, value in msg.items():
+            self.all.setdefault(name.lower(), []).append(value)
+
+    def get(self, name: str) -> str | None:
+        values = self.all.get(name.lower())
+        return values[0] if values else None
+
+    def joined(self, name: str) -> str:
+        return ", ".join(str(v) for v in self.all.get(name.lower(), ()))
+
+    def text(self, name: str) -> str | None:
+        value = self.get(name)
+        return (decode_header_text(value) if value is not None else "") or None
 
 
 def parse_message(raw: bytes, *, excerpt_chars: int = 2000) -> ParsedMessage:
@@ -153,30 +160,32 @@ def parse_message(raw: bytes, *, excerpt_chars: int = 2000) -> ParsedMessage:
     if msg.defects:
         problems.append("; ".join(sorted({type(d).__name__ for d in msg.defects})))
     try:
-        senders = parse_address_list(msg.get("From"))
-        to = parse_address_list(", ".join(str(v) for v in msg.get_all("To", [])))
-        cc = parse_address_list(", ".join(str(v) for v in msg.get_all("Cc", [])))
-        reply_to = parse_address_list(msg.get("Reply-To"))
+        h = _Headers(msg)
+        senders = parse_address_list(h.get("From"))
+        to_raw, cc_raw = h.joined("To"), h.joined("Cc")
+        to = parse_address_list(to_raw)
+        cc = parse_address_list(cc_raw)
+        reply_to = parse_address_list(h.get("Reply-To"))
         body, attachments = _body(msg, problems)
-        refs = tuple(m.group(1) for m in _MSGID.finditer(decode_header_text(msg.get("References"))))
+        refs = tuple(m.group(1) for m in _MSGID.finditer(decode_header_text(h.get("References"))))
         return ParsedMessage(
-            message_id=_msgid(msg.get("Message-ID")),
-            in_reply_to=_msgid(msg.get("In-Reply-To")),
+            message_id=_msgid(h.get("Message-ID")),
+            in_reply_to=_msgid(h.get("In-Reply-To")),
             references=refs,
             from_addr=senders[0][1] if senders else None,
-            from_name=(senders[0][0] or None) if senders else (_header(msg, "From")),
+            from_name=(senders[0][0] or None) if senders else h.text("From"),
             to_addrs=tuple(e for _, e in to),
             cc_addrs=tuple(e for _, e in cc),
-            to_display=decode_header_text(", ".join(str(v) for v in msg.get_all("To", []))),
-            cc_display=decode_header_text(", ".join(str(v) for v in msg.get_all("Cc", []))),
+            to_display=decode_header_text(to_raw),
+            cc_display=decode_header_text(cc_raw),
             reply_to=reply_to[0][1] if reply_to else None,
-            subject=decode_header_text(msg.get("Subject")),
-            date=_date(msg.get("Date"), problems),
+            subject=decode_header_text(h.get("Subject")),
+            date=_date(h.get("Date"), problems),
             body_excerpt=body[:excerpt_chars],
-            list_unsubscribe=_header(msg, "List-Unsubscribe"),
-            list_id=_header(msg, "List-Id"),
-            precedence=(_header(msg, "Precedence") or "").lower() or None,
-            auto_submitted=(_header(msg, "Auto-Submitted") or "").lower() or None,
+            list_unsubscribe=h.text("List-Unsubscribe"),
+            list_id=h.text("List-Id"),
+            precedence=(h.text("Precedence") or "").lower() or None,
+            auto_submitted=(h.text("Auto-Submitted") or "").lower() or None,
             has_attachments=attachments,
             problems=tuple(problems),
         )
