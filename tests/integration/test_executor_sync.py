@@ -296,7 +296,9 @@ async def test_executor_survives_its_database_connections_being_killed(
         async with pool.connection() as conn:
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            )
         await asyncio.sleep(0.5)
         second = await store.enqueue("sync")
         done = await wait_for_job(store, second.job_id, timeout=60)
