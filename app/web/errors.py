@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -39,6 +40,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ChatError)
     async def chat_error(_: Request, exc: ChatError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(psycopg.DataError)
+    async def data_error(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Postgres refused a value the request carried (a NUL character, a number
+        # out of range): that is bad input, not a server fault.
+        log.info("rejected input on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"error": "the request contains a value the database cannot store"}, status_code=422
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -73,7 +73,16 @@ class Update:
 
 @dataclass(eq=False)
 class Subscription:
+    """One stream's view of a job.
+
+    `head` is the job as the hub had published it when the stream subscribed:
+    every later change reaches the queue, so it is a sound snapshot to start from.
+    An update's head is the job's row as read (its `last_seq` may run ahead of
+    the events in that update when the hub read a partial page; the rest follow).
+    """
+
     job_id: uuid.UUID
+    head: JobHead | None = None
     queue: asyncio.Queue[Update] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     lagging: bool = False
 
@@ -115,11 +124,13 @@ class EventHub:
                 await task
 
     async def subscribe(self, job_id: uuid.UUID) -> Subscription:
-        sub = Subscription(job_id)
         if job_id not in self.known:
             heads = await self._heads([job_id])
-            if job_id in heads:
+            if job_id in heads and job_id not in self.known:
                 self.known[job_id] = heads[job_id]
+        # No await from here on: the snapshot and the subscription are atomic
+        # with respect to the refresher, so no change falls between them.
+        sub = Subscription(job_id, self.known.get(job_id))
         self.subs[job_id].add(sub)
         return sub
 
@@ -166,13 +177,16 @@ class EventHub:
             if len(rows) >= REFRESH_LIMIT:
                 self._dirty.update(wanted)  # more to read: go round again
         for job_id, head in heads.items():
+            if job_id not in self.subs:
+                continue  # the last stream left while we read: forget the job
             old = self.known.get(job_id)
             new_events = events.get(job_id, [])
-            if new_events and new_events[-1].seq < head.last_seq:
-                # Partial page: report only what was read, so nothing is skipped.
-                head = JobHead(**{**head.__dict__, "last_seq": new_events[-1].seq})
-            self.known[job_id] = head
-            if old == head and not new_events:
+            read_to = new_events[-1].seq if new_events else afters[job_id]
+            # `known` is what has been delivered; after a partial page the next
+            # round reads on from read_to.
+            delivered = head if read_to >= head.last_seq else replace(head, last_seq=read_to)
+            self.known[job_id] = delivered
+            if old == delivered and not new_events:
                 continue
             update = Update(head, tuple(new_events))
             for sub in list(self.subs.get(job_id, ())):
@@ -189,8 +203,11 @@ class EventHub:
             if watched:
                 try:
                     await self._refresh(watched)
-                except psycopg.Error as exc:
-                    log.warning("hub refresh failed: %s", exc)
+                except Exception as exc:  # noqa: BLE001 - this task must outlive any one failure
+                    # A dead refresher would silently stall every stream; retry instead.
+                    log.warning(
+                        "hub refresh failed: %s", exc, exc_info=not isinstance(exc, psycopg.Error)
+                    )
                     self._dirty.update(watched)
                     await asyncio.sleep(0.2)  # back off; the poll or the next NOTIFY retries
             if self._dirty:
@@ -205,8 +222,8 @@ class EventHub:
                 continue
             try:
                 heads = await self._heads(watched)
-            except psycopg.Error as exc:
-                log.warning("hub poll failed: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - the fallback must keep polling
+                log.warning("hub poll failed: %s", exc, exc_info=not isinstance(exc, psycopg.Error))
                 continue
             for job_id, head in heads.items():
                 if self.known.get(job_id) != head:
@@ -226,7 +243,7 @@ class EventHub:
                     async for note in conn.notifies():
                         with contextlib.suppress(ValueError):
                             self.mark_dirty(uuid.UUID(note.payload))
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - reconnect whatever broke the connection
                 log.warning("hub LISTEN connection lost: %s; reconnecting in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 15)

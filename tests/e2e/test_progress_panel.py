@@ -3,11 +3,17 @@ while jobs run, and independent cards for concurrent jobs."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from typing import Any
 
 import httpx
 import psycopg
 
+from app.db.pool import open_pool
+from app.jobs.models import JobStatus, Lease
+from app.jobs.store import JobStore
 from tests.e2e.conftest import Stack
 
 OBSERVE = """
@@ -93,3 +99,116 @@ def test_mail_text_in_the_chat_is_shown_as_text(stack: Stack, page: Any) -> None
     page.locator(".msg.user").last.wait_for()
     assert "<script>" in (page.locator(".msg.user").last.text_content() or "")
     assert page.evaluate("window.__pwned") is None
+
+
+# -- a simulated worker: exact control over what the events say ---------------
+
+
+class SimulatedWorker(threading.Thread):
+    """Claims the next job and writes its events from its own thread and event
+    loop, the way the executor would, but with the text and pace the test picks."""
+
+    def __init__(self, database_url: str, *, batches: int, delay: float, message: str) -> None:
+        super().__init__(daemon=True)
+        self.database_url = database_url
+        self.batches = batches
+        self.delay = delay
+        self.message = message
+        self.error: BaseException | None = None
+        self.outcome: str | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._work())
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            self.error = exc
+
+    async def _work(self) -> None:
+        pool = await open_pool(self.database_url, max_size=2)
+        try:
+            store = JobStore(pool)
+            deadline = time.monotonic() + 30
+            claimed: list[Any] = []
+            while not claimed and time.monotonic() < deadline:
+                claimed = await store.claim(["sim"], lease_seconds=60)
+                await asyncio.sleep(0.05)
+            [job] = claimed
+            lease = Lease.of(job)
+            total = self.batches * 10
+            for i in range(1, self.batches + 1):
+                await asyncio.sleep(self.delay)
+                result = await store.progress(
+                    lease,
+                    self.message.format(i=i),
+                    processed=i * 10,
+                    total_estimate=total,
+                    data={"phase": "fetch", "batch": i, "items_found": 10, "has_more": True},
+                )
+                if result.cancel_requested:
+                    await store.finish(lease, JobStatus.CANCELLED, "cancelled on request")
+                    self.outcome = "cancelled"
+                    return
+            await store.finish(
+                lease, JobStatus.COMPLETED, "completed", data={"summary": {"uids": [1, 2]}}
+            )
+            self.outcome = "completed"
+        finally:
+            await pool.close()
+
+    def result(self) -> str | None:
+        self.join(timeout=60)
+        if self.error is not None:
+            raise self.error
+        return self.outcome
+
+
+def test_card_follows_a_worker_and_shows_mail_text_as_text(web: Any, page: Any) -> None:
+    worker = SimulatedWorker(
+        web.database_url,
+        batches=12,
+        delay=0.25,
+        message="<script>window.__pwned = 1</script> Re: <b>invoice</b> #{i}",
+    )
+    worker.start()
+    page.goto(web.url)
+    page.click("#sync-button")
+    card = page.locator(".job-card").first
+    job_id = card.get_attribute("data-job-id")
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while page.locator(f"#job-{job_id} .counts.complete").count() == 0:
+        assert time.monotonic() < deadline, f"the card never completed; saw {seen}"
+        seen.add(page.locator(f"#job-{job_id} .processed").first.text_content() or "")
+        page.wait_for_timeout(50)
+    assert worker.result() == "completed"
+    assert len(seen - {"0"}) >= 3, f"progress did not move live: {sorted(seen)}"
+    last = page.locator(f"#job-{job_id} .last")
+    if last.count():  # the final card shows the summary, the live one the event text
+        assert "<script>" not in (last.first.inner_html() or "")
+    assert page.locator(f"#job-{job_id} .counts.complete .processed").text_content() == "120"
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("b", has_text="invoice").count() == 0
+
+
+def test_event_text_is_rendered_as_text_while_running(web: Any, page: Any) -> None:
+    worker = SimulatedWorker(
+        web.database_url,
+        batches=40,
+        delay=0.2,
+        message="<script>window.__pwned = 1</script><img src=x onerror='window.__pwned=2'> #{i}",
+    )
+    worker.start()
+    page.goto(web.url)
+    page.click("#sync-button")
+    card = page.locator(".job-card").first
+    job_id = card.get_attribute("data-job-id")
+    last = page.locator(f"#job-{job_id} .last")
+    last.wait_for()
+    page.wait_for_function(
+        f"document.querySelector('#job-{job_id} .last')?.textContent.includes('<script>')"
+    )
+    assert page.locator(f"#job-{job_id} img").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    page.click(f"#job-{job_id} button.cancel")  # also ends the worker
+    page.locator(f"#job-{job_id}.status-cancelled").wait_for(timeout=20_000)
+    assert worker.result() == "cancelled"

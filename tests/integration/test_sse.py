@@ -11,6 +11,7 @@ import pytest
 from app.jobs.models import Job, JobStatus, Lease
 from app.jobs.store import JobStore
 from tests.support.sse_client import SSEMessage, collect, read_sse
+from tests.support.uvicorn_server import serve
 
 
 @pytest.fixture
@@ -182,3 +183,138 @@ async def test_100_concurrent_subscribers_each_get_every_event_of_their_own_job(
         assert {e["job_id"] for e in events} == {str(job.job_id)}
         assert [e["seq"] for e in events] == list(range(1, 9))
         assert messages[-1].json()["status"] == "completed"
+
+
+async def test_heartbeats_keep_coming_while_events_stream(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    """The fixture's heartbeat interval is 0.5 s; a steady trickle of events
+    must not push heartbeats back."""
+    job = await store.enqueue("sync")
+    reader = asyncio.create_task(collect(client, f"/api/jobs/{job.job_id}/events"))
+    await asyncio.sleep(0.2)
+    await run_fake_worker(store, job, 25, delay=0.1)
+    messages = await asyncio.wait_for(reader, 30)
+    check_shapes(messages)
+    beats = [m.json()["ts"] for m in messages if m.event == "heartbeat"]
+    assert len(beats) >= 3, beats
+    assert max(b - a for a, b in zip(beats, beats[1:], strict=False)) < 1.2
+
+
+async def test_job_status_only_when_something_changed(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    job = await store.enqueue("sync")
+    reader = asyncio.create_task(collect(client, f"/api/jobs/{job.job_id}/events"))
+    await asyncio.sleep(0.3)
+    [claimed] = await store.claim(["w"], lease_seconds=30)
+    lease = Lease.of(claimed)
+    for i in range(4):  # events that move no counter
+        await store.progress(lease, f"note {i}")
+        await asyncio.sleep(0.05)
+    await store.finish(lease, JobStatus.COMPLETED, "done")
+    messages = await asyncio.wait_for(reader, 20)
+    statuses = [m.json() for m in messages if m.event == "job_status"]
+    assert [s["status"] for s in statuses] == ["pending", "running", "completed"]
+
+
+async def test_a_missed_notify_never_stalls_a_stream(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    """With the NOTIFY trigger off, the hub's poll (0.5 s in the fixture) still
+    delivers every event."""
+    async with store.pool.connection() as conn:
+        await conn.execute("ALTER TABLE imap_jobs DISABLE TRIGGER imap_jobs_notify")
+    job = await store.enqueue("sync")
+    reader = asyncio.create_task(collect(client, f"/api/jobs/{job.job_id}/events"))
+    await asyncio.sleep(0.3)
+    await run_fake_worker(store, job, 5)
+    messages = await asyncio.wait_for(reader, 10)
+    assert [m.json()["seq"] for m in messages if m.event == "job_event"] == list(range(1, 8))
+    assert messages[-1].json()["status"] == "completed"
+
+
+async def test_the_listen_connection_comes_back_after_being_killed(
+    database_url: str, store: JobStore
+) -> None:
+    """Polling is slowed to a minute here, so only NOTIFY can deliver in time."""
+    with serve(database_url, sse_heartbeat_seconds=0.5, sse_poll_seconds=60) as web:
+        async with httpx.AsyncClient(base_url=web.url, timeout=30) as c:
+            job = await store.enqueue("sync")
+            async with store.pool.connection() as conn:
+                killed = await (
+                    await conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND query ILIKE 'LISTEN%%'"
+                    )
+                ).fetchall()
+            assert killed, "the hub holds no LISTEN connection"
+            await asyncio.sleep(1.5)  # the hub reconnects after its first backoff step
+            reader = asyncio.create_task(collect(c, f"/api/jobs/{job.job_id}/events"))
+            await asyncio.sleep(0.3)
+            await run_fake_worker(store, job, 3)
+            messages = await asyncio.wait_for(reader, 10)
+    assert [m.json()["seq"] for m in messages if m.event == "job_event"] == list(range(1, 6))
+
+
+class _Connected:
+    """Just enough of a Request for the stream generator: never disconnected."""
+
+    async def is_disconnected(self) -> bool:
+        return False
+
+
+async def test_a_slow_subscriber_catches_up_from_the_database(
+    database_url: str, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscriber whose buffer overflows loses its buffer, not events: the
+    stream re-reads from the database by seq."""
+    from app.web import hub as hub_module
+    from app.web.routes.events import _job_stream
+
+    monkeypatch.setattr(hub_module, "QUEUE_LIMIT", 2)
+    hub = hub_module.EventHub(store, database_url, poll_seconds=0.2)
+    await hub.start()
+    try:
+        job = await store.enqueue("sync")
+        stream = _job_stream(_Connected(), store, hub, job, 0, 30.0)  # type: ignore[arg-type]
+        first = await anext(stream)
+        assert b"event: job_status" in first
+        [sub] = hub.subs[job.job_id]
+        await run_fake_worker(store, job, 20, delay=0.03)  # the stream is not read meanwhile
+        await asyncio.sleep(0.5)
+        assert sub.lagging and sub.queue.qsize() <= 2
+        body = b"".join([chunk async for chunk in stream])  # type: ignore[misc]
+    finally:
+        await hub.stop()
+    text = body.decode()
+    seqs = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
+    assert seqs == list(range(1, 23))
+    assert '"status": "completed"' in text.rsplit("event: job_status", 1)[1]
+
+
+async def test_partial_hub_reads_still_deliver_every_event_in_order(
+    client: httpx.AsyncClient, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub reads at most REFRESH_LIMIT events a round; with a tiny limit and
+    several busy jobs, streams still get every event once, in order."""
+    from app.web import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "REFRESH_LIMIT", 3)
+    jobs = [await store.enqueue("sync") for _ in range(3)]
+    readers = [
+        asyncio.create_task(collect(client, f"/api/jobs/{job.job_id}/events")) for job in jobs
+    ]
+    await asyncio.sleep(0.3)
+    claimed = {j.job_id: j for j in await store.claim(["a", "b", "c"], lease_seconds=30)}
+    await asyncio.gather(
+        *(run_fake_worker(store, j, 12, delay=0.0, claimed=claimed[j.job_id]) for j in jobs)
+    )
+    results = await asyncio.wait_for(asyncio.gather(*readers), 20)
+    for job, messages in zip(jobs, results, strict=True):
+        events = [m.json() for m in messages if m.event == "job_event"]
+        assert [e["seq"] for e in events] == list(range(1, 15))
+        assert {e["job_id"] for e in events} == {str(job.job_id)}
+        assert messages[-1].json()["status"] == "completed"
+        processed = [m.json()["processed"] for m in messages if m.event == "job_status"]
+        assert processed == sorted(processed)

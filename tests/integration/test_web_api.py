@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -67,6 +68,14 @@ async def test_mutation_types_are_forbidden(client: httpx.AsyncClient, job_type:
         ("get", "/api/jobs?status=bogus", None, 422),
         ("get", f"/api/jobs/{uuid.uuid4()}/events", None, 404),
         ("get", "/api/jobs/xyz/events", None, 422),
+        ("post", "/api/jobs", {"job_type": "sync", "params": {"folders": ["a\u0000b"]}}, 422),
+        ("post", "/api/jobs", {"job_type": "sync", "params": {"folders": [""]}}, 422),
+        ("post", "/api/jobs", {"job_type": "sync", "params": {"batch_size": 0}}, 422),
+        ("post", "/api/jobs", {"job_type": "sync", "params": None}, 422),
+        ("post", "/api/jobs", [1, 2], 422),
+        ("get", "/api/jobs?limit=0", None, 422),
+        ("delete", "/api/jobs", None, 405),
+        ("get", "/api/nowhere", None, 404),
     ],
 )
 async def test_bad_input_gets_a_clear_4xx(
@@ -126,10 +135,17 @@ async def test_token_protects_api_and_page(database_url: str) -> None:
             ).status_code == 200
             page = await c.get("/")
             assert page.status_code == 303 and page.headers["location"] == "/login"
-            assert (await c.post("/login", data={"token": "nope"})).status_code == 401
+            wrong = await c.post("/login", data={"token": "nope"})
+            assert wrong.status_code == 401 and "not right" in wrong.text
+            assert (await c.post("/ui/jobs/sync")).status_code == 401
             login = await c.post("/login", data={"token": "s3cret"})
             assert login.status_code == 303
             assert (await c.get("/")).status_code == 200
+            cookie = login.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "s3cret" not in cookie
+        async with httpx.AsyncClient(base_url=running.url) as c:
+            link = await c.get("/login", params={"token": "s3cret"})
+            assert link.status_code == 303 and (await c.get("/")).status_code == 200
 
 
 async def test_mail_text_is_escaped_in_fragments(
@@ -208,3 +224,23 @@ async def test_openapi_schema_documents_the_api(client: httpx.AsyncClient) -> No
         "/api/chat/{thread_id}/resume",
     ):
         assert path in schema["paths"]
+
+
+async def test_resume_point_out_of_range_is_422(client: httpx.AsyncClient, store: JobStore) -> None:
+    job = await store.enqueue("sync")
+    for params in ({"after": -1}, {"after": 2**40}):
+        r = await client.get(f"/api/jobs/{job.job_id}/events", params=params)
+        assert r.status_code == 422 and r.json()["error"]
+
+
+async def test_page_lists_running_jobs_with_live_cards(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    """A reload re-attaches: running jobs come back as cards that subscribe again."""
+    running = await store.enqueue("sync")
+    await store.claim(["w"], lease_seconds=30)
+    page = await client.get("/")
+    assert f'sse-connect="/ui/jobs/{running.job_id}/stream"' in page.text
+    assert 'id="chat-input"' in page.text and 'hx-post="/ui/chat"' in page.text
+    scripts = re.findall(r'<script src="([^"]+)"', page.text)
+    assert scripts and all(src.startswith("/static/") for src in scripts)  # no CDN

@@ -26,6 +26,7 @@ def free_port() -> int:
 class RunningServer:
     url: str
     server: uvicorn.Server
+    database_url: str = ""
 
 
 @contextmanager
@@ -46,7 +47,7 @@ def serve(database_url: str, **settings: Any) -> Iterator[RunningServer]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", server)
+        yield RunningServer(f"http://127.0.0.1:{port}", server, database_url)
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -21,12 +21,16 @@ from app.jobs.models import Job, JobEvent
 from app.jobs.store import JobStore
 from app.web.deps import HubDep, SettingsDep, StoreDep, TemplatesDep
 from app.web.fragments import to_batch_update
-from app.web.hub import EventHub, JobHead
+from app.web.hub import EventHub, JobHead, Subscription
 from app.web.routes.jobs import load_job
 
 router = APIRouter(tags=["events"])
 NO_PING = 10**6  # our own heartbeat events replace sse-starlette's comment pings
 UI_MIN_INTERVAL = 0.25  # at most four fragment swaps a second per job
+MAX_SEQ = 2**31 - 1  # seq is an int column
+# A client that takes no bytes for this long is dropped (it can resume by seq),
+# so a stuck reader does not pin a stream forever.
+SEND_TIMEOUT = 60.0
 
 
 # Many streams watch the same job: encode each event and status once, as the
@@ -57,8 +61,27 @@ def _status_bytes(head: JobHead) -> bytes:
     ).encode()
 
 
-def _heartbeat() -> dict[str, Any]:
-    return {"event": "heartbeat", "data": json.dumps({"type": "heartbeat", "ts": time.time()})}
+def _encode(message: dict[str, Any]) -> bytes:
+    return ServerSentEvent(**message, sep=SEP).encode()
+
+
+class Beat:
+    """Heartbeats on the wall clock, so a busy stream still gets one every
+    interval: a proxy or client timing out idle-looking streams sees them too."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_at = time.monotonic() + interval
+
+    def remaining(self) -> float:
+        return max(0.0, self.next_at - time.monotonic())
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_at
+
+    def message(self) -> dict[str, Any]:
+        self.next_at = time.monotonic() + self.interval
+        return {"event": "heartbeat", "data": json.dumps({"type": "heartbeat", "ts": time.time()})}
 
 
 def _head(job: Job) -> JobHead:
@@ -71,6 +94,23 @@ def _head(job: Job) -> JobHead:
         job.cancel_requested,
         job.last_seq,
     )
+
+
+def _newer(published: JobHead | None, loaded: JobHead) -> JobHead:
+    """The hub's head is normally the fresher; the route's own read wins only
+    if the hub knows nothing newer (e.g. the job vanished from its view)."""
+    if published is None or published.last_seq < loaded.last_seq:
+        return loaded
+    return published
+
+
+def _must_reread(sub: Subscription, events: list[JobEvent], seen: int) -> bool:
+    """True when the stream has to read from the database by seq: its buffer
+    overflowed, or (defensively) the hub handed it events past a gap."""
+    fresh = [e.seq for e in events if e.seq > seen]
+    gap = bool(fresh) and min(fresh) > seen + 1
+    lagging, sub.lagging = sub.lagging, False
+    return lagging or gap
 
 
 async def _backlog(store: JobStore, job: Job, after: int) -> AsyncIterator[JobEvent]:
@@ -89,8 +129,8 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int:
         value = int(raw) if raw is not None else 0
     except ValueError:
         raise HTTPException(422, "Last-Event-ID must be an event seq (an integer)") from None
-    if value < 0:
-        raise HTTPException(422, "the resume point must not be negative")
+    if not 0 <= value <= MAX_SEQ:
+        raise HTTPException(422, f"the resume point must be an event seq from 0 to {MAX_SEQ}")
     return value
 
 
@@ -111,6 +151,7 @@ async def job_events(
     return EventSourceResponse(
         _job_stream(request, store, hub, job, start, settings.sse_heartbeat_seconds),
         ping=NO_PING,
+        send_timeout=SEND_TIMEOUT,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
@@ -120,43 +161,48 @@ async def _job_stream(
 ) -> AsyncIterator[bytes | dict[str, Any]]:
     sub = await hub.subscribe(job.job_id)  # before the backlog: nothing can fall in between
     try:
-        job = await store.get(job.job_id) or job
-        head = _head(job)
+        head = _newer(sub.head, _head(job))
         yield _status_bytes(head)
         async for chunk, last in _backlog_chunks(store, job, seen):
             seen = last
             yield chunk
-        if job.status.is_terminal and seen >= job.last_seq:
+        if head.status.is_terminal and seen >= head.last_seq:
             yield _status_bytes(head)
             return
+        beat = Beat(heartbeat)
         while True:
             try:
-                update = await asyncio.wait_for(sub.queue.get(), heartbeat)
+                update = await asyncio.wait_for(sub.queue.get(), beat.remaining())
             except TimeoutError:
                 if await request.is_disconnected():
                     return
-                yield _heartbeat()
+                yield beat.message()
                 continue
             out: list[bytes] = []
             events = list(update.events)
-            if sub.lagging:
-                sub.lagging = False
+            if _must_reread(sub, events, seen):
                 events = [e async for e in _backlog(store, job, seen)]
             for event in events:
                 if event.seq > seen:
                     seen = event.seq
                     out.append(_event_bytes(event))
-            if update.head != head:
+            # A head read before our own snapshot can still sit in the queue:
+            # never report counters going backwards.
+            if update.head.last_seq >= head.last_seq and update.head != head:
+                changed = update.head.status_data() != head.status_data()
                 head = update.head
-                if not head.status.is_terminal:
+                if changed and not head.status.is_terminal:
                     out.append(_status_bytes(head))
             if head.status.is_terminal:
-                async for event in _backlog(store, job, seen):  # the end is complete
-                    seen = event.seq
-                    out.append(_event_bytes(event))
+                if seen < head.last_seq:  # the hub read a partial page: the end is complete
+                    async for event in _backlog(store, job, seen):
+                        seen = event.seq
+                        out.append(_event_bytes(event))
                 out.append(_status_bytes(head))
                 yield b"".join(out)
                 return
+            if beat.due():
+                out.append(_encode(beat.message()))
             if out:
                 yield b"".join(out)
     finally:
@@ -227,7 +273,8 @@ async def job_card_stream(
     return EventSourceResponse(
         _card_stream(request, store, hub, templates, job, settings.sse_heartbeat_seconds),
         ping=NO_PING,
-        headers={"Cache-Control": "no-store"},
+        send_timeout=SEND_TIMEOUT,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
@@ -236,14 +283,14 @@ async def _card_stream(
 ) -> AsyncIterator[dict[str, Any]]:
     sub = await hub.subscribe(job.job_id)
     try:
-        job = await store.get(job.job_id) or job
+        head = _newer(sub.head, _head(job))
         state = CardState(job)
+        state.apply(head)
         seen = 0
         async for event in _backlog(store, job, 0):
             seen = event.seq
             state.fold(event)
-        head = _head(job)
-        sent_at = 0.0
+        beat = Beat(heartbeat)
         while True:
             kind, html = render_card_body(templates, state)
             yield {"event": kind, "data": html}
@@ -254,21 +301,21 @@ async def _card_stream(
                 )
                 yield {"event": "job_closed", "data": closed}
                 return
-            # Coalesce: wait for a change, then for the rest of the quarter second.
+            # Coalesce: wait for a change, then for the rest of the quarter second,
+            # so a burst of batches costs the browser one swap.
             while True:
                 try:
-                    update = await asyncio.wait_for(sub.queue.get(), heartbeat)
+                    update = await asyncio.wait_for(sub.queue.get(), beat.remaining())
                     break
                 except TimeoutError:
                     if await request.is_disconnected():
                         return
-                    yield _heartbeat()
+                    yield beat.message()
             await asyncio.sleep(max(0.0, UI_MIN_INTERVAL - (time.monotonic() - sent_at)))
             updates = [update]
             while not sub.queue.empty():
                 updates.append(sub.queue.get_nowait())
-            if sub.lagging:
-                sub.lagging = False
+            if _must_reread(sub, [e for upd in updates for e in upd.events], seen):
                 async for event in _backlog(store, job, seen):
                     seen = event.seq
                     state.fold(event)
@@ -277,7 +324,15 @@ async def _card_stream(
                     if event.seq > seen:
                         seen = event.seq
                         state.fold(event)
-                head = upd.head
+                if upd.head.last_seq >= head.last_seq:
+                    head = upd.head
+            if head.status.is_terminal and seen < head.last_seq:
+                # The final card needs the summary event even if the hub read a partial page.
+                async for event in _backlog(store, job, seen):
+                    seen = event.seq
+                    state.fold(event)
             state.apply(head)
+            if beat.due():
+                yield beat.message()
     finally:
         hub.unsubscribe(sub)

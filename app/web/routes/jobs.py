@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.jobs.models import Job, JobStatus, JobType
 from app.web.deps import StoreDep
@@ -21,6 +21,14 @@ class SyncParams(BaseModel):
     folder: str | None = Field(default=None, description="shorthand for a single folder")
     batch_size: int | None = Field(default=None, ge=1, le=1000)
 
+    @field_validator("folders", "folder")
+    @classmethod
+    def _printable(cls, value: list[str] | str | None) -> list[str] | str | None:
+        names = [value] if isinstance(value, str) else value or []
+        if any(not name or "\x00" in name for name in names):
+            raise ValueError("folder names must be non-empty and contain no NUL character")
+        return value
+
     def payload(self) -> dict[str, Any]:
         folders = list(self.folders or []) + ([self.folder] if self.folder else [])
         out: dict[str, Any] = {"folders": folders} if folders else {}
@@ -31,7 +39,12 @@ class SyncParams(BaseModel):
 
 class CreateJob(BaseModel):
     job_type: str = Field(description="`sync`; mutation types are refused (403)")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="job parameters; for `sync`: `folders` (list of folder names, all when "
+        "omitted) or `folder`, and `batch_size` (1–1000)",
+        examples=[{"folders": ["INBOX"], "batch_size": 50}],
+    )
 
 
 class JobSnapshot(BaseModel):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from app.jobs.models import JobStatus, JobType
 from app.web.deps import ChatDep, SettingsDep, StoreDep, TemplatesDep
@@ -16,6 +18,7 @@ from app.web.routes.jobs import load_job
 from app.web.security import CSRF_COOKIE, SESSION_COOKIE, new_csrf_token, session_value
 
 router = APIRouter(include_in_schema=False)
+CSRF_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
 @router.get("/healthz")
@@ -33,12 +36,20 @@ async def healthz(request: Request) -> dict[str, object]:
 async def index(
     request: Request, store: StoreDep, chat: ChatDep, templates: TemplatesDep, settings: SettingsDep
 ) -> Response:
-    csrf = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+    csrf = request.cookies.get(CSRF_COOKIE, "")
+    if not CSRF_SHAPE.fullmatch(csrf):  # only our own tokens go into the page's markup
+        csrf = new_csrf_token()
     thread_id = request.cookies.get(THREAD_COOKIE)
     turn = await chat.view(thread_id) if thread_id and await chat.exists(thread_id) else None
     recent = await store.list(limit=12)
     shown = {j.job_id for j in recent}
-    running = [j for j in await store.list(JobStatus.RUNNING, limit=50) if j.job_id not in shown]
+    # Unfinished jobs always get a live card, however many jobs came after them.
+    running = [
+        j
+        for status in (JobStatus.RUNNING, JobStatus.PENDING)
+        for j in await store.list(status, limit=50)
+        if j.job_id not in shown
+    ]
     jobs = []
     for job in running + recent:
         snap = job.snapshot()
@@ -58,7 +69,7 @@ async def index(
             "demo": settings.demo_mode,
         },
     )
-    response.set_cookie(CSRF_COOKIE, csrf, samesite="strict", max_age=30 * 86400)
+    response.set_cookie(CSRF_COOKIE, csrf, samesite="strict", httponly=True, max_age=30 * 86400)
     return response
 
 
@@ -67,23 +78,29 @@ async def login_page(
     request: Request, templates: TemplatesDep, settings: SettingsDep, token: str | None = None
 ) -> Response:
     if token is not None:
-        return _login(token, settings.web_token)
+        return _login(request, templates, token, settings.web_token)
     return templates.TemplateResponse(request, "login.html", {"error": None})
 
 
 @router.post("/login")
-async def login(token: Annotated[str, Form()], settings: SettingsDep) -> Response:
-    return _login(token, settings.web_token)
+async def login(
+    request: Request, token: Annotated[str, Form()], settings: SettingsDep, templates: TemplatesDep
+) -> Response:
+    return _login(request, templates, token, settings.web_token)
 
 
-def _login(token: str, expected: str | None) -> Response:
-    if expected and not hmac.compare_digest(token, expected):
-        raise HTTPException(401, "wrong token")
+def _login(
+    request: Request, templates: Jinja2Templates, token: str, expected: str | None
+) -> Response:
+    if expected and not hmac.compare_digest(token.encode(), expected.encode()):
+        return templates.TemplateResponse(
+            request, "login.html", {"error": "That token is not right."}, status_code=401
+        )
     response = RedirectResponse("/", status_code=303)
     if expected:
-        response.set_cookie(
-            SESSION_COOKIE, session_value(expected), httponly=True, samesite="strict"
-        )
+        # Lax, so a link to the page from elsewhere opens it logged in; state
+        # changes are guarded by the Origin check and the CSRF token instead.
+        response.set_cookie(SESSION_COOKIE, session_value(expected), httponly=True, samesite="lax")
     return response
 
 
@@ -99,5 +116,6 @@ async def ui_sync(request: Request, store: StoreDep, templates: TemplatesDep) ->
 @router.post("/ui/jobs/{job_id}/cancel", response_class=HTMLResponse)
 async def ui_cancel(job_id: str, store: StoreDep) -> HTMLResponse:
     job = await load_job(store, job_id)
-    await store.request_cancel(job.job_id)
+    if await store.request_cancel(job.job_id) is None:
+        return HTMLResponse("finished")
     return HTMLResponse("cancelling…", status_code=202)
