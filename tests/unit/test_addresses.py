@@ -1,0 +1,276 @@
+"""Addresses and identity: the inputs of the safety rule that `/clean` never
+proposes mail addressed to the person or naming them. A parsing slip here is
+a safety bug, so the property tests check that no address is ever lost."""
+
+from __future__ import annotations
+
+import unicodedata
+from email.headerregistry import Address
+from email.utils import formataddr
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.mail.addresses import (
+    _simple_mailboxes,
+    _tokenized_mailboxes,
+    normalize_email,
+    parse_address_list,
+)
+from app.mail.identity import Identity
+
+# ---------------------------------------------------------------------- addresses
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('"Roy, Alex" <AROY@netskope.com>', [("Roy, Alex", "aroy@netskope.com")]),
+        ("Alex Roy <Alex.Roy@Example.COM>", [("Alex Roy", "alex.roy@example.com")]),
+        ("alex.roy@example.com", [("", "alex.roy@example.com")]),
+        ("  <bare@example.com>  ", [("", "bare@example.com")]),
+        (
+            'a@x.example, "Last, First" <b@y.example>,C <c@z.example>',
+            [("", "a@x.example"), ("Last, First", "b@y.example"), ("C", "c@z.example")],
+        ),
+        # groups
+        ("undisclosed-recipients:;", []),
+        ("Undisclosed recipients: ;", []),
+        (
+            "team: a@x.example, B <b@x.example>;, c@y.example",
+            [("", "a@x.example"), ("B", "b@x.example"), ("", "c@y.example")],
+        ),
+        ('"Team: Ops" <ops@x.example>', [("Team: Ops", "ops@x.example")]),
+        # comments
+        ("a@x.example (Alex Roy)", [("Alex Roy", "a@x.example")]),
+        ("Alex (work) <a@x.example>", [("Alex", "a@x.example")]),
+        # RFC 2047 names, also inside quotes, which real mailers produce
+        ("=?utf-8?q?J=C3=B6rg?= <j@x.de>", [("Jörg", "j@x.de")]),
+        ('"=?utf-8?q?Roy=2C_Alex?=" <a@x.example>', [("Roy, Alex", "a@x.example")]),
+        ("=?ISO-8859-1?Q?Ren=E9?= <r@x.fr>", [("René", "r@x.fr")]),
+        ("=?utf-8?b?5bGx55Sw?= <y@x.jp>", [("山田", "y@x.jp")]),
+        # quoting
+        (r'"Quote \"Q\" Person" <q@x.example>', [('Quote "Q" Person', "q@x.example")]),
+        ("'Single Quoted' <s@x.example>", [("Single Quoted", "s@x.example")]),
+        # duplicates keep the first position and the first non-empty name
+        ("j@x.de, Jörg <J@X.DE>", [("Jörg", "j@x.de")]),
+        ("Jörg <j@x.de>, Other <j@x.de>", [("Jörg", "j@x.de")]),
+        # real-world junk
+        ("a@x.example; b@x.example", [("", "a@x.example"), ("", "b@x.example")]),
+        ("Alex Roy alex@x.example", [("Alex Roy", "alex@x.example")]),
+        ("Name <a@x.example> <b@x.example>", [("Name", "a@x.example"), ("", "b@x.example")]),
+        ("<mailto:M@X.example>", [("", "m@x.example")]),
+        ("<@relay.example:user@x.example>", [("", "user@x.example")]),
+        ('"unterminated <u@x.example>', [("unterminated", "u@x.example")]),
+        ("(unterminated <u@x.example>", [("unterminated", "u@x.example")]),
+        ("Unterminated <u@x.example", [("Unterminated", "u@x.example")]),
+        ("not an address, @nolocal, nodomain@, <>, <a b@c>", []),
+        ("a@x.example,,, ,b@x.example,", [("", "a@x.example"), ("", "b@x.example")]),
+        ("", []),
+        (None, []),
+    ],
+)
+def test_parse_address_list(header: str | None, expected: list[tuple[str, str]]) -> None:
+    assert parse_address_list(header) == expected
+
+
+def test_unknown_charset_in_a_name_is_reported_when_asked() -> None:
+    problems: list[str] = []
+    assert parse_address_list("=?x-foo?q?Ren=E9?= <r@x.fr>", problems=problems) == [
+        ("Ren\ufffd", "r@x.fr")
+    ]
+    assert problems == ["header: unknown charset 'x-foo'; decoded best effort"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("  <Alex.Roy@Example.COM> ", "alex.roy@example.com"),
+        ("a.b+tag@gmail.com", "a.b+tag@gmail.com"),  # no provider-specific folding
+        ("plain@x.example", "plain@x.example"),
+    ],
+)
+def test_normalize_email(raw: str, normalized: str) -> None:
+    assert normalize_email(raw) == normalized
+
+
+LOCAL = st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9._+-]{0,15}", fullmatch=True)
+DOMAIN = st.from_regex(r"[a-zA-Z0-9]{1,10}(\.[a-zA-Z]{2,6}){1,2}", fullmatch=True)
+NAMES = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from(',;:"()<>@\\'), max_size=20
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(NAMES, LOCAL, DOMAIN), min_size=1, max_size=6))
+def test_no_address_is_ever_lost(mailboxes: list[tuple[str, str, str]]) -> None:
+    """Whatever the display names hold, every address written by a standard
+    mailer comes back, lower-cased, once, in order."""
+    header = ", ".join(
+        formataddr((name, f"{local}@{domain}"), charset="utf-8")
+        for name, local, domain in mailboxes
+    )
+    expected = list(dict.fromkeys(f"{local}@{domain}".lower() for _, local, domain in mailboxes))
+    assert [addr for _, addr in parse_address_list(header)] == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(NAMES, LOCAL, DOMAIN), min_size=1, max_size=4))
+def test_display_names_survive_the_round_trip(mailboxes: list[tuple[str, str, str]]) -> None:
+    for name, local, domain in mailboxes:
+        header = str(Address(display_name=name, username=local, domain=domain))
+        parsed = parse_address_list(header)
+        assert [addr for _, addr in parsed] == [f"{local}@{domain}".lower()]
+        expected = " ".join(name.split())
+        if len(expected) >= 2 and expected[0] == expected[-1] and expected[0] in "\"'":
+            expected = expected[1:-1].strip()  # surrounding quotes are dropped on purpose
+        if "(" not in name and ")" not in name:  # a parenthesis starts a comment
+            assert parsed[0][0] == expected
+
+
+SIMPLE_NAME = st.from_regex(r"[A-Za-z][A-Za-z .'-]{0,15}", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["bare", "name", "quoted"]), SIMPLE_NAME, LOCAL, DOMAIN),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_fast_path_agrees_with_the_tokenizer(items: list[tuple[str, str, str, str]]) -> None:
+    """The regex fast path is an optimisation only: where it answers, the
+    general tokenizer must give exactly the same mailboxes."""
+    parts = []
+    for style, name, local, domain in items:
+        addr = f"{local}@{domain}"
+        parts.append(
+            addr
+            if style == "bare"
+            else f"{name} <{addr}>"
+            if style == "name"
+            else f'"{name}, x" <{addr}>'
+        )
+    header = ", ".join(parts)
+    fast = _simple_mailboxes(header)
+    assert fast is not None
+    slow = _tokenized_mailboxes(header)
+    assert [(" ".join(w).split(), a) for w, _, a in fast] == [
+        (" ".join(w).split(), a) for w, _, a in slow
+    ]
+
+
+# ----------------------------------------------------------------------- identity
+
+ME = Identity("Alex.Roy@Example.com", "Alex Roy", ("aroy@netskope.com", " AROY@example.com "))
+
+
+def test_addresses_are_normalized_email_and_aliases() -> None:
+    assert ME.addresses == frozenset(
+        {"alex.roy@example.com", "aroy@netskope.com", "aroy@example.com"}
+    )
+    assert Identity("x@y.example", aliases=("", "  ")).addresses == frozenset({"x@y.example"})
+
+
+@pytest.mark.parametrize(
+    ("to", "cc", "expected"),
+    [
+        (["alex.roy@example.com"], [], True),
+        (["ALEX.ROY@EXAMPLE.COM"], [], True),
+        ([], ["aroy@netskope.com"], True),
+        (["<aroy@example.com>"], [], True),
+        # whole header values are parsed, not trusted
+        (['"Roy, Alex" <AROY@netskope.com>'], [], True),
+        (["Bob <bob@x.example>, Alex <alex.roy@example.com>"], [], True),
+        (["team: bob@x.example, alex.roy@example.com;"], [], True),
+        (["alexander@example.com", "roy@example.com"], ["aroy@netskope.co"], False),
+        (["Alex Roy <other@example.com>"], [], False),  # the name is not the address
+        ([], [], False),
+        (["", ""], [""], False),
+    ],
+)
+def test_is_recipient(to: list[str], cc: list[str], expected: bool) -> None:
+    assert ME.is_recipient(to, cc) is expected
+
+
+def test_is_recipient_accepts_any_iterable() -> None:
+    assert ME.is_recipient(iter(["x@y.example"]), (a for a in ["aroy@netskope.com"]))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hi Alex,", True),
+        ("ROY", True),
+        ("thanks roy!", True),
+        ("Alex's idea", True),
+        ("alex.roy@example.com wrote", True),
+        ("Alex\nRoy", True),
+        ("(Roy)", True),
+        ("Alexander", False),
+        ("alexa", False),
+        ("royalty and Alexandria", False),
+        ("alex_roy", False),  # underscore is a word character
+        ("Alex2", False),
+        ("", False),
+    ],
+)
+def test_name_mentioned(text: str, expected: bool) -> None:
+    assert ME.name_mentioned(text) is expected
+
+
+def test_short_name_parts_are_ignored_but_the_full_name_counts() -> None:
+    al = Identity("al@x.example", "Al Wu")
+    assert not al.name_mentioned("Al said hi") and not al.name_mentioned("Wu")
+    assert al.name_mentioned("Thanks, al  wu.")
+    assert Identity("j@x.example", "J. Random Hacker").name_mentioned("ask random")
+    assert not Identity("n@x.example", "").name_mentioned("anything at all")
+    assert not Identity("n@x.example", "Bo").name_mentioned("Bo")
+
+
+def test_name_matching_is_unicode_aware() -> None:
+    zoe = Identity("z@x.example", "Zoë Ørsted")
+    assert zoe.name_mentioned("Danke, ZOË!") and zoe.name_mentioned("ørsted")
+    assert not zoe.name_mentioned("Zoëlle") and not zoe.name_mentioned("Ørstedé")
+    decomposed = unicodedata.normalize("NFD", "Hallo Zoë")
+    assert zoe.name_mentioned(decomposed)
+    assert Identity("z@x.example", unicodedata.normalize("NFD", "Zoë")).name_mentioned("Zoë")
+
+
+def test_names_in_scripts_without_spaces_match_inside_text() -> None:
+    taro = Identity("t@x.jp", "山田 太郎")
+    assert taro.name_mentioned("山田さん、お疲れ様です") and taro.name_mentioned("太郎くん")
+    assert not taro.name_mentioned("田太")
+
+
+def test_directly_involved_is_recipient_or_named() -> None:
+    assert ME.directly_involved(["aroy@netskope.com"], [], "")
+    assert ME.directly_involved(["news@x.example"], [], "Congratulations to Alex!")
+    assert not ME.directly_involved(["news@x.example"], ["bob@x.example"], "Dear subscriber")
+
+
+WORD_CHARS = st.characters(categories=("L", "N"))
+NON_WORD = st.text(st.sampled_from(" \n\t,.;:!?()[]\"'-—/"), min_size=1, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["Alex", "Roy", "alex roy", "ALEX"]),
+    NON_WORD,
+    NON_WORD,
+    st.text(max_size=30),
+    st.text(max_size=30),
+)
+def test_a_name_between_non_word_characters_is_always_found(
+    name: str, left: str, right: str, before: str, after: str
+) -> None:
+    assert ME.name_mentioned(before + left + name + right + after)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["Alex", "Roy"]), WORD_CHARS, WORD_CHARS, st.booleans())
+def test_a_name_inside_a_longer_word_is_not(name: str, pre: str, post: str, both: bool) -> None:
+    text = (pre if both else "") + name + post
+    assert not ME.name_mentioned(text)
