@@ -308,41 +308,42 @@ def _simple_mailboxes(text: str) -> list[Mailbox] | None:
 
 
 def _tokenized_mailboxes(text: str) -> list[Mailbox]:
-    """The general case: quoting, comments, groups and the junk real mail holds."""
+    """The general case: quoting, comments, groups and the junk real mail holds.
+
+    Wherever a separator is missing (`a@x b@y`, `a@x Name <b@y>`, or a comma
+    that Python's folding encoded as `=?utf-8?q?=2C?=`), every unquoted word
+    with an @ still counts as an address: losing one could let `/clean` at the
+    person's mail, while an extra one only makes it more careful.
+    """
     out: list[Mailbox] = []
-    words: list[str] = []
+    words: list[tuple[str, bool]] = []  # (text, quoted)
     comments: list[str] = []
     angle: str | None = None
     in_group = False
 
     def finish() -> None:
         nonlocal words, comments, angle
+        names = [w for w, quoted in words if quoted or "@" not in w]
+        bare = [a for w, quoted in words if not quoted and "@" in w and (a := _address(w))]
         if angle is not None:
+            out.extend(([], [], addr) for addr in bare)  # before `<...>`: a lost separator
             addr = _address(angle)
             if addr is not None:
-                out.append((words, comments, addr))
-        else:
-            # A bare addr-spec, or junk like `Alex Roy alex@x.com` or a list
-            # without commas: every word with an @ is an address (losing one
-            # could let /clean at the person's mail); the other words name the
-            # first of them.
-            names = [w for w in words if "@" not in w]
-            for word in words:
-                addr = _address(word) if "@" in word else None
-                if addr is not None:
-                    out.append((names, comments, addr))
-                    names, comments = [], []
+                out.append((names, comments, addr))
+        elif bare:
+            out.append((names, comments, bare[0]))
+            out.extend(([], [], addr) for addr in bare[1:])
         words, comments, angle = [], [], None
 
     for match in _ADDRESS_TOKEN.finditer(text):
         kind = match.lastgroup
         token = match[0]
         if kind in ("word", "quoted") and angle is not None:
-            finish()  # `<a@x> b@y`: a separator is missing (Python's folding can hide it)
+            finish()  # `<a@x> b@y`: a separator is missing
         if kind == "word":
-            words.append(token)
+            words.append((token, False))
         elif kind == "quoted":
-            words.append(_QUOTED_PAIR.sub(r"\1", token[1:-1]))
+            words.append((_QUOTED_PAIR.sub(r"\1", token[1:-1]), True))
         elif kind == "angle":
             if angle is not None:  # `Name <a@x> <b@y>`: keep both rather than lose one
                 finish()
@@ -353,7 +354,7 @@ def _tokenized_mailboxes(text: str) -> list[Mailbox]:
             in_group = True  # the words so far were the group's name
             words, comments = [], []
         elif token == ":":
-            words.append(token)
+            words.append((token, False))
         elif kind == "special":  # "," or ";" (Outlook separates with ";" too)
             finish()
             if token == ";":

@@ -20,6 +20,7 @@ MIN_NAME_PART = 3
 _UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 MIN_UNSPACED_PART = 2
 _PART_PUNCTUATION = ".,;:'\"()"
+_HEADERISH = re.compile(r'[<>,;"()]')  # a display name or list, not a bare address
 
 
 def _nfc(text: str) -> str:
@@ -37,6 +38,8 @@ def _min_letters(part: str) -> int:
 
 @dataclass(frozen=True)
 class Identity:
+    """The person's own address, aliases and name, as configured in settings."""
+
     email: str
     name: str = ""
     aliases: tuple[str, ...] = ()
@@ -74,18 +77,19 @@ class Identity:
         for a in addrs:
             if not a:
                 continue
-            if any(c in a for c in '<>,;"()'):
+            found.add(normalize_email(a))
+            if _HEADERISH.search(a):
                 found.update(email for _, email in parse_address_list(a))
-                found.add(normalize_email(a))
-            else:
-                found.add(normalize_email(a))
         return found
 
     def is_recipient(self, to_addrs: Iterable[str], cc_addrs: Iterable[str]) -> bool:
+        """In To or CC under any of the person's addresses (Bcc'd mail is not)."""
         mine = self.addresses
         return bool(mine & self._normalized(to_addrs)) or bool(mine & self._normalized(cc_addrs))
 
     def name_mentioned(self, text: str) -> bool:
+        """Named as a whole word, so "Alex" counts in "Hi Alex," but not in "Alexander";
+        errs towards True (an e-mail address with the name in it counts too)."""
         pattern = self._name_pattern
         return bool(text and pattern is not None and pattern.search(_nfc(text)))
 

@@ -59,6 +59,16 @@ from app.mail.identity import Identity
         # real-world junk
         ("a@x.example; b@x.example", [("", "a@x.example"), ("", "b@x.example")]),
         ("Alex Roy alex@x.example", [("Alex Roy", "alex@x.example")]),
+        ("a@x.example b@x.example", [("", "a@x.example"), ("", "b@x.example")]),
+        # Python's SMTP policy can fold a list separator into an encoded word
+        (
+            "A <a@x.example>\r\n =?utf-8?q?=2C?= b@x.example",
+            [("A", "a@x.example"), (",", "b@x.example")],
+        ),
+        (
+            "a@x.example\r\n =?utf-8?q?=2C?= B <b@x.example>",
+            [("", "a@x.example"), (", B", "b@x.example")],
+        ),
         ("Name <a@x.example> <b@x.example>", [("Name", "a@x.example"), ("", "b@x.example")]),
         ("<mailto:M@X.example>", [("", "m@x.example")]),
         ("<@relay.example:user@x.example>", [("", "user@x.example")]),
