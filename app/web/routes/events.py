@@ -134,6 +134,17 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int:
     return value
 
 
+def _sse(stream: AsyncIterator[Any]) -> EventSourceResponse:
+    """Both streams: our own heartbeats instead of comment pings, a send timeout
+    for stalled clients, and no caching or proxy buffering."""
+    return EventSourceResponse(
+        stream,
+        ping=NO_PING,
+        send_timeout=SEND_TIMEOUT,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
 @router.get("/api/jobs/{job_id}/events", response_model=None)
 async def job_events(
     job_id: str,
@@ -148,12 +159,7 @@ async def job_events(
     start = _resume_point(last_event_id, after)
     if job.status.is_terminal and start >= job.last_seq:
         return Response(status_code=204)
-    return EventSourceResponse(
-        _job_stream(request, store, hub, job, start, settings.sse_heartbeat_seconds),
-        ping=NO_PING,
-        send_timeout=SEND_TIMEOUT,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return _sse(_job_stream(request, store, hub, job, start, settings.sse_heartbeat_seconds))
 
 
 async def _job_stream(
@@ -270,12 +276,7 @@ async def job_card_stream(
     settings: SettingsDep,
 ) -> Response:
     job = await load_job(store, job_id)
-    return EventSourceResponse(
-        _card_stream(request, store, hub, templates, job, settings.sse_heartbeat_seconds),
-        ping=NO_PING,
-        send_timeout=SEND_TIMEOUT,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return _sse(_card_stream(request, store, hub, templates, job, settings.sse_heartbeat_seconds))
 
 
 async def _card_stream(
