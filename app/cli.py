@@ -186,13 +186,12 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     dovecot = None
     account: ImapAccount | None = settings.imap
     if account is None:
-        from app.demo.runtime import start_demo_server, write_demo_state
+        from app.demo.runtime import start_demo_server
 
         dovecot, seeded = start_demo_server(settings, messages=args.demo_messages)
         account = ImapAccount(
             dovecot.host, dovecot.port, dovecot.username, dovecot.password, ssl=False
         )
-        write_demo_state(settings.data_dir, account)
         print(
             f"demo mailbox: Dovecot on {dovecot.host}:{dovecot.port}"
             + (f", seeded {seeded} messages" if seeded else ""),

@@ -11,8 +11,8 @@ import sys
 from app.config import load_settings
 from app.db.connect import resolve_database_url
 from app.db.migrate import migrate
-from app.demo.runtime import imap_account_or_demo
 from app.logs import configure_logging
+from executor.account import NoAccountConfigured, configured_account
 from executor.app import Executor
 
 log = logging.getLogger("executor")
@@ -41,14 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def amain(args: argparse.Namespace) -> int:
     settings = load_settings()
+    try:
+        account = configured_account(settings)
+    except NoAccountConfigured as exc:
+        log.error("%s", exc)
+        return 2
     conninfo = await asyncio.to_thread(resolve_database_url, settings)
     await asyncio.to_thread(migrate, conninfo)
-    account = imap_account_or_demo(settings)
-    if account is None:
-        log.error(
-            "no IMAP account: set IMAP_HOST/IMAP_USERNAME/IMAP_PASSWORD, or start the demo with `secretary run`"
-        )
-        return 2
     executor = Executor(
         settings,
         conninfo,

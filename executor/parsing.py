@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from app.mail.mime import parse_message
-from app.mail.mirror_writes import FetchedMessage
+from executor.mirror_writes import FetchedMessage
 
 log = logging.getLogger(__name__)
 MIN_PARALLEL_BATCH = 64

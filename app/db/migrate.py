@@ -1,11 +1,15 @@
-"""Apply the numbered SQL files in `sql/` once each, in order.
+"""Apply the numbered SQL files in `app/db/sql/` once each, in order.
 
-A version table records what ran, and an advisory lock makes concurrent
-starters (web and executor booting together) take turns instead of racing.
+A version table records what ran and the checksum of each file, and an
+advisory lock makes concurrent starters (web and executor booting together)
+take turns instead of racing. Migrations are append-only: a file that was
+applied and has since changed is refused at start, because the database would
+silently lack whatever the edit added (it happened once: `run_after`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from pathlib import Path
@@ -14,9 +18,23 @@ import psycopg
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+SQL_DIR = Path(__file__).resolve().parent / "sql"
 _MIGRATION = re.compile(r"^(\d{3})_[\w-]+\.sql$")
 _LOCK_KEY = 0x5049504552  # "PIPER"
+
+# Checksums a released file once had, accepted for databases that applied it:
+# 001 shipped for a while with the `run_after` column that now lives in 003.
+HISTORIC_CHECKSUMS: dict[int, frozenset[str]] = {
+    1: frozenset({"be5973814476956419deecaf28af6f1798a3411d405e5ce68efce7778f072a76"}),
+}
+
+
+class MigrationMismatch(RuntimeError):
+    """An applied migration's file changed: the schema cannot be trusted."""
+
+
+def checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def migration_files(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
@@ -40,18 +58,60 @@ def migrate(conninfo: str, sql_dir: Path = SQL_DIR) -> list[str]:
                        name text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text")
+            done = {
+                row[0]: (row[1], row[2])
+                for row in conn.execute("SELECT version, name, checksum FROM schema_migrations")
+            }
             for version, path in migration_files(sql_dir):
+                digest = checksum(path)
                 if version in done:
+                    _check_unchanged(conn, version, path, digest, *done[version])
                     continue
                 with conn.transaction():
                     conn.execute(path.read_text())
                     conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (version, path.name),
+                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        (version, path.name, digest),
                     )
                 log.info("applied migration %s", path.name)
                 applied.append(path.name)
+            _sync_job_types(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied
+
+
+def _check_unchanged(
+    conn: psycopg.Connection, version: int, path: Path, digest: str, name: str, stored: str | None
+) -> None:
+    if stored is None:
+        # Applied before checksums were kept: record what is there now.
+        conn.execute(
+            "UPDATE schema_migrations SET checksum = %s WHERE version = %s", (digest, version)
+        )
+        return
+    if stored == digest or stored in HISTORIC_CHECKSUMS.get(version, frozenset()):
+        return
+    raise MigrationMismatch(
+        f"migration {path.name} changed after it was applied to this database "
+        f"(as {name}, sha256 {stored[:12]}, file now {digest[:12]}); migrations are "
+        "append-only: restore the file and put the change in a new numbered migration"
+    )
+
+
+def _sync_job_types(conn: psycopg.Connection) -> None:
+    """Write `JobType` (the one list of job types) into the table the database checks."""
+    from app.jobs.models import JobType
+
+    with conn.transaction():
+        for t in JobType:
+            conn.execute(
+                """INSERT INTO imap_job_types (job_type, is_mutation, is_undoable)
+                   VALUES (%s, %s, %s)
+                   ON CONFLICT (job_type) DO UPDATE SET
+                       is_mutation = EXCLUDED.is_mutation, is_undoable = EXCLUDED.is_undoable
+                   WHERE (imap_job_types.is_mutation, imap_job_types.is_undoable)
+                         IS DISTINCT FROM (EXCLUDED.is_mutation, EXCLUDED.is_undoable)""",
+                (t.value, t.is_mutation, t.is_undoable),
+            )

@@ -1,4 +1,5 @@
-"""Named SQL queries loaded from `sql/queries.sql`.
+"""Named SQL queries loaded from `app/db/sql/queries.sql` (inside the package, so a
+wheel install finds it; the top-level `sql` is a link to that folder).
 
 Keeping SQL in one file (one commented block per query, `-- name: x`) means a
 reader finds every statement the product runs in one place, and Python never
@@ -11,7 +12,7 @@ import re
 from functools import cache
 from pathlib import Path
 
-QUERIES_FILE = Path(__file__).resolve().parents[2] / "sql" / "queries.sql"
+QUERIES_FILE = Path(__file__).resolve().parent / "sql" / "queries.sql"
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 

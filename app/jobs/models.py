@@ -25,6 +25,9 @@ TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 
 
 class JobType(enum.StrEnum):
+    """Every job type and its properties: the one list. The migration runner
+    writes it into `imap_job_types`, where the database reads its rules."""
+
     SYNC = "sync"
     CLEAN = "clean"
     MARK_READ = "mark_read"
@@ -35,10 +38,18 @@ class JobType(enum.StrEnum):
 
     @property
     def is_mutation(self) -> bool:
-        return self is not JobType.SYNC
+        """Changes the mailbox, so it needs an approval (one job per approval)."""
+        return self not in _READ_ONLY
+
+    @property
+    def is_undoable(self) -> bool:
+        """Its recorded changes can be put back by an `undo` job."""
+        return self.is_mutation and self is not JobType.UNDO
 
 
+_READ_ONLY = frozenset({JobType.SYNC})
 MUTATION_JOB_TYPES = frozenset(t for t in JobType if t.is_mutation)
+UNDOABLE_JOB_TYPES = frozenset(t for t in JobType if t.is_undoable)
 
 
 @dataclasses.dataclass(frozen=True)

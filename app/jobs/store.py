@@ -1,6 +1,6 @@
 """Every database operation on jobs, for the web, the CLI and the executor alike.
 
-The SQL is in `sql/queries.sql`; this module only binds parameters, opens the
+The SQL is in `app/db/sql/queries.sql`; this module only binds parameters, opens the
 transactions that must span several statements, and turns rows into `Job`s.
 """
 

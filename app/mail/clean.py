@@ -14,6 +14,7 @@ from typing import Protocol
 
 from app.mail.identity import Identity
 
+# Where cleaned mail goes (a folder; on Gmail, a label): the one place it is named.
 CLEAN_FOLDER = "Secretary/Auto-Cleaned"
 MIN_CONFIDENCE = 0.5
 

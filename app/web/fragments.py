@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.mail.clean import CLEAN_FOLDER
+
 TOOL_NAMES = {"sync": "sync_mailbox", "clean": "execute_clean_batch"}
-CLEAN_TARGET = "Secretary/Auto-Cleaned"
 
 
 def tool_name(job_type: str) -> str:
@@ -44,9 +45,9 @@ def to_batch_update(
         }
         if job.get("job_type") == "clean":
             message["action"] = summary.get("action", "archive")
-            message["target_folder"] = summary.get("target_folder", CLEAN_TARGET)
+            message["target_folder"] = summary.get("target_folder", CLEAN_FOLDER)
             message["description"] = summary.get("description") or (
-                f"Marked {len(uids)} message(s) read and moved them to {CLEAN_TARGET}"
+                f"Marked {len(uids)} message(s) read and moved them to {CLEAN_FOLDER}"
             )
         elif summary.get("description"):
             message["description"] = summary["description"]

@@ -17,11 +17,11 @@ from typing import Any
 from imapclient.exceptions import IMAPClientError
 
 from app.jobs.models import JobStatus, JobType
-from app.mail import mirror_writes as mirror
+from app.mail.clean import CLEAN_FOLDER
 from executor import imap_ops
+from executor import mirror_writes as mirror
 from executor.context import JobContext, PermanentJobError
 
-CLEAN_FOLDER = "Secretary/Auto-Cleaned"
 SEEN = "\\Seen"
 BATCH = 50
 

@@ -22,7 +22,7 @@ import imapclient
 from imapclient.imapclient import seq_to_parenstr_upper
 from imapclient.response_parser import parse_fetch_response
 
-from app.mail import mirror_writes as mirror
+from executor import mirror_writes as mirror
 from executor.context import JobContext, PermanentJobError
 from executor.parsing import ParserPool, RawMessage
 

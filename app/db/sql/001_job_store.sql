@@ -104,6 +104,3 @@ END $$;
 
 CREATE TRIGGER imap_jobs_notify AFTER INSERT OR UPDATE ON imap_jobs
     FOR EACH ROW EXECUTE FUNCTION imap_jobs_notify();
-
--- Retries wait out a backoff before they can be claimed again.
-ALTER TABLE imap_jobs ADD COLUMN run_after timestamptz NOT NULL DEFAULT now();
