@@ -75,8 +75,8 @@ def is_today(row: TriageInput, now: datetime, tz: tzinfo) -> bool:
 
 def triage(row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozenset()) -> Triage:
     text = f"{row.subject or ''}\n{(row.body_excerpt or '')[:1500]}"
-    to_me = bool(identity.addresses & {a.lower() for a in row.to_addrs})
-    cc_me = bool(identity.addresses & {a.lower() for a in row.cc_addrs})
+    to_me = identity.is_recipient(row.to_addrs, ())
+    cc_me = identity.is_recipient((), row.cc_addrs)
     named = identity.name_mentioned(row.body_excerpt or "")
     flags = set(row.flags or [])
     bulk = bulk_signals(row)

@@ -7,34 +7,13 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field
 
 from app.jobs.models import Job, JobStatus, JobType
+from app.jobs.sync_requests import InvalidSyncParams, enqueue_sync
 from app.web.deps import StoreDep
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
-
-
-class SyncParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    folders: list[str] | None = Field(default=None, description="folders to sync; all when omitted")
-    folder: str | None = Field(default=None, description="shorthand for a single folder")
-    batch_size: int | None = Field(default=None, ge=1, le=1000)
-
-    @field_validator("folders", "folder")
-    @classmethod
-    def _printable(cls, value: list[str] | str | None) -> list[str] | str | None:
-        names = [value] if isinstance(value, str) else value or []
-        if any(not name or "\x00" in name for name in names):
-            raise ValueError("folder names must be non-empty and contain no NUL character")
-        return value
-
-    def payload(self) -> dict[str, Any]:
-        folders = list(self.folders or []) + ([self.folder] if self.folder else [])
-        out: dict[str, Any] = {"folders": folders} if folders else {}
-        if self.batch_size:
-            out["batch_size"] = self.batch_size
-        return out
 
 
 class CreateJob(BaseModel):
@@ -99,14 +78,12 @@ async def create_job(body: CreateJob, store: StoreDep) -> JobSnapshot:
         raise HTTPException(
             403, f"{job_type.value} changes the mailbox: it runs only after an approval in the chat"
         )
+    if job_type is not JobType.SYNC:
+        raise HTTPException(422, f"{job_type.value} jobs are started by Piper itself; use 'sync'")
     try:
-        params = SyncParams.model_validate(body.params).payload()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-        )
-        raise HTTPException(422, problems) from None
-    return JobSnapshot.of(await store.enqueue(job_type, params))
+        return JobSnapshot.of(await enqueue_sync(store, body.params))
+    except InvalidSyncParams as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.get("", response_model=list[JobSnapshot], responses=ERRORS)
