@@ -8,9 +8,11 @@ import logging
 import signal
 import sys
 
-from app.config import load_settings
+import psycopg
+
+from app.config import SettingsError, load_settings
 from app.db.connect import resolve_database_url
-from app.db.migrate import migrate
+from app.db.migrate import MigrationMismatch, migrate
 from app.logs import configure_logging
 from executor.account import NoAccountConfigured, configured_account
 from executor.app import Executor
@@ -40,14 +42,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    """Exit codes: 0 stopped on a signal, 2 no IMAP account configured,
+    3 the database is unreachable or its schema cannot be trusted."""
     try:
+        settings = load_settings()
         account = configured_account(settings)
+    except SettingsError as exc:  # one line naming the wrong setting
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except NoAccountConfigured as exc:
         log.error("%s", exc)
         return 2
-    conninfo = await asyncio.to_thread(resolve_database_url, settings)
-    await asyncio.to_thread(migrate, conninfo)
+    try:
+        conninfo = await asyncio.to_thread(resolve_database_url, settings)
+        await asyncio.to_thread(migrate, conninfo)
+    except MigrationMismatch as exc:
+        log.error("refusing to start: %s", exc)
+        return 3
+    except psycopg.OperationalError as exc:
+        log.error("refusing to start: cannot reach the database: %s", str(exc).strip())
+        return 3
     executor = Executor(
         settings,
         conninfo,

@@ -9,8 +9,9 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import psycopg
 
@@ -19,9 +20,10 @@ from app.db.pool import open_pool
 from app.jobs.models import Job
 from app.jobs.store import JobStore
 from executor.context import JobContext
+from executor.handlers import Handler
 from executor.imap_session import ImapSession
 from executor.parsing import ParserPool
-from executor.services import LeaseRenewer, Listener, Reaper
+from executor.services import LeaseRenewer, Listener, Reaper, Service
 from executor.worker import WorkerSlot, run_job
 
 log = logging.getLogger("executor")
@@ -38,7 +40,9 @@ class Executor:
         job_types: Iterable[str] | None = None,
         shutdown_grace: float = 5.0,
         release_timeout: float = 10.0,
+        handlers: Mapping[object, Handler] | None = None,
     ) -> None:
+        """`handlers` replaces the job-type → handler table (tests use it)."""
         if workers < 1:
             raise ValueError("an executor needs at least one worker")
         self.settings = settings
@@ -46,6 +50,7 @@ class Executor:
         self.job_types = list(job_types) if job_types is not None else None
         self.shutdown_grace = shutdown_grace
         self.release_timeout = release_timeout
+        self.handlers = handlers
         instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.slots = [
             WorkerSlot(i, f"{instance}:w{i}", ImapSession(account, name=f"{instance}:w{i}"))
@@ -55,6 +60,7 @@ class Executor:
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
+        self.services: list[Service] = []
 
     def in_flight(self) -> list[JobContext]:
         return [s.current for s in self.slots if s.current is not None]
@@ -65,10 +71,10 @@ class Executor:
         self.wake.set()
 
     async def run(self) -> None:
-        pool = await open_pool(self.conninfo, min_size=1, max_size=len(self.slots) + 4)
+        pool = await open_pool(self.conninfo, min_size=1, max_size=2 * len(self.slots) + 4)
         store = JobStore(pool)
         lease = self.settings.lease_seconds
-        services = [
+        self.services = services = [
             LeaseRenewer(store, self.in_flight, lease),
             Reaper(store, max(0.5, lease / 2), self.wake),
             Listener(self.conninfo, self.wake),
@@ -97,6 +103,7 @@ class Executor:
             free = [s for s in self.slots if not s.busy]
             claimed = 0
             if free:
+                sent = time.monotonic()  # the leases run from here at the latest
                 try:
                     jobs = await store.claim(
                         [s.owner for s in free],
@@ -104,25 +111,38 @@ class Executor:
                         job_types=self.job_types,
                     )
                     backoff = 0.5
-                except (psycopg.Error, OSError) as exc:
-                    log.warning("claim failed: %s; retrying in %.1fs", exc, backoff)
+                except Exception as exc:
+                    if isinstance(exc, psycopg.Error | OSError):
+                        log.warning("claim failed: %s; retrying in %.1fs", exc, backoff)
+                    else:
+                        log.exception("claim crashed; retrying in %.1fs", backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 15)
                     continue
                 by_owner = {s.owner: s for s in free}
                 for job in jobs:
                     slot = by_owner[job.lease_owner or ""]
-                    self._start(job, slot, store)
+                    self._start(job, slot, store, sent)
                 claimed = len(jobs)
             if free and claimed == len(free):
                 continue  # every free worker got a job: look again once one frees up
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
 
-    def _start(self, job: Job, slot: WorkerSlot, store: JobStore) -> None:
+    def _start(self, job: Job, slot: WorkerSlot, store: JobStore, claimed_at: float) -> None:
         async def runner() -> None:
             try:
-                await run_job(job, slot, store, self.settings, parser=self.parser)
+                await run_job(
+                    job,
+                    slot,
+                    store,
+                    self.settings,
+                    handlers=self.handlers,
+                    parser=self.parser,
+                    claimed_at=claimed_at,
+                )
+            except Exception:
+                log.exception("worker %s: job_id=%s escaped its handler", slot.owner, job.job_id)
             finally:
                 slot.busy = False
                 self.wake.set()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import psycopg
@@ -12,7 +15,13 @@ from imapclient.exceptions import IMAPClientError
 from app.config import Settings
 from app.jobs.models import Job, JobStatus, Lease, LeaseLost
 from app.jobs.store import JobStore
-from executor.context import JobCancelled, JobContext, PermanentJobError, ShuttingDown
+from executor.context import (
+    JobCancelled,
+    JobContext,
+    LeaseExpiring,
+    PermanentJobError,
+    ShuttingDown,
+)
 from executor.handlers import HANDLERS, Handler
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
 from executor.parsing import ParserPool
@@ -24,6 +33,10 @@ TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
 )
+
+# How long a worker that stopped for want of a renewed lease tries to hand the
+# job back before leaving it to the reaper.
+HAND_BACK_TIMEOUT = 5.0
 
 
 @dataclass
@@ -46,20 +59,26 @@ async def run_job(
     slot: WorkerSlot,
     store: JobStore,
     settings: Settings,
-    handlers: dict[object, Handler] | None = None,
+    handlers: Mapping[object, Handler] | None = None,
     parser: ParserPool | None = None,
+    claimed_at: float | None = None,
 ) -> None:
+    """Run `job` on `slot`. `claimed_at` is the monotonic time the claim query
+    was sent: the lease is trusted from then, not from when the job started."""
     lease = Lease.of(job)
     ctx = JobContext(
         job=job,
         lease=lease,
         store=store,
-        imap=slot.imap,
+        session=slot.imap,
         settings=settings,
         worker=slot.owner,
         parser=parser,
         processed=job.processed,
         total_estimate=job.total_estimate,
+    )
+    ctx.lease_renewed(
+        time.monotonic() if claimed_at is None else claimed_at, settings.lease_seconds
     )
     slot.current = ctx
     handler = (handlers or HANDLERS).get(job.job_type)  # type: ignore[call-overload]
@@ -71,9 +90,12 @@ async def run_job(
         slot.owner,
     )
     try:
-        if handler is None:
-            raise PermanentJobError(f"this executor has no handler for {job.job_type} jobs")
-        summary = await handler(ctx)
+        try:
+            if handler is None:
+                raise PermanentJobError(f"this executor has no handler for {job.job_type} jobs")
+            summary = await handler(ctx)
+        finally:
+            ctx.finishing = True  # from here on, only the terminal write is left
         final = await store.finish(
             lease,
             JobStatus.COMPLETED,
@@ -88,8 +110,19 @@ async def run_job(
             store, lease, JobStatus.CANCELLED, "cancelled at a batch boundary", None
         )
     except ShuttingDown:
-        await store.release(lease)
-        log.info("released job_id=%s worker=%s", job.job_id, slot.owner)
+        try:
+            await store.release(lease)
+            log.info("released job_id=%s worker=%s", job.job_id, slot.owner)
+        except psycopg.Error as exc:
+            log.warning("could not release job_id=%s (%s); its lease will expire", job.job_id, exc)
+    except LeaseExpiring as exc:
+        log.warning(
+            "lease not renewed in time job_id=%s attempt=%s worker=%s: stopped, handing it back",
+            job.job_id,
+            job.attempt,
+            slot.owner,
+        )
+        await _hand_back(store, lease, str(exc), retry_backoff(job.attempt))
     except LeaseLost:
         log.warning(
             "lease lost job_id=%s attempt=%s worker=%s: stopping quietly",
@@ -122,7 +155,22 @@ async def run_job(
         error = f"{type(exc).__name__}: {exc}"
         await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {error}", error)
     finally:
+        ctx.finished = True
         slot.current = None
+
+
+async def _hand_back(store: JobStore, lease: Lease, reason: str, backoff: float) -> None:
+    """Return a job whose lease we could not keep renewing, spending its attempt
+    (a renewer that keeps failing must not loop forever). Best effort: when the
+    database cannot be reached either, the lease expires and the reaper does it."""
+    try:
+        async with asyncio.timeout(HAND_BACK_TIMEOUT):
+            final = await store.retry_later(lease, reason, backoff_seconds=backoff)
+        log.info("handed back job_id=%s status=%s", lease.job_id, final.status)
+    except LeaseLost:
+        log.info("job_id=%s was already taken back", lease.job_id)
+    except (psycopg.Error, OSError, TimeoutError) as exc:
+        log.warning("could not hand back job_id=%s (%s); the reaper will", lease.job_id, exc)
 
 
 async def _finish_quietly(

@@ -34,23 +34,32 @@ class MigrationMismatch(RuntimeError):
 
 
 def checksum(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """sha256 of the file with CRLF read as LF, so a Windows checkout
+    (git autocrlf) of the same migration is the same migration."""
+    return hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
 
 
 def migration_files(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
-    found = []
+    found: dict[int, Path] = {}
     for path in sorted(sql_dir.glob("*.sql")):
         match = _MIGRATION.match(path.name)
         if match:
-            found.append((int(match.group(1)), path))
-    return found
+            version = int(match.group(1))
+            if version in found:
+                raise MigrationMismatch(
+                    f"two migrations are numbered {version:03d}: {found[version].name} and "
+                    f"{path.name}; give the newer one the next free number"
+                )
+            found[version] = path
+    return sorted(found.items())
 
 
 def migrate(conninfo: str, sql_dir: Path = SQL_DIR) -> list[str]:
     """Return the names of the migrations applied by this call."""
     applied: list[str] = []
+    files = migration_files(sql_dir)  # refuses duplicate numbers before connecting
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        _lock(conn)
         try:
             conn.execute(
                 """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -63,11 +72,26 @@ def migrate(conninfo: str, sql_dir: Path = SQL_DIR) -> list[str]:
                 row[0]: (row[1], row[2])
                 for row in conn.execute("SELECT version, name, checksum FROM schema_migrations")
             }
-            for version, path in migration_files(sql_dir):
-                digest = checksum(path)
+            known = {version for version, _ in files}
+            for version in sorted(set(done) - known):
+                log.warning(
+                    "the database has migration %s, which this code does not know "
+                    "(a newer version ran here)",
+                    done[version][0],
+                )
+            # Verify everything already applied before applying anything new.
+            for version, path in files:
                 if version in done:
-                    _check_unchanged(conn, version, path, digest, *done[version])
+                    _check_unchanged(conn, version, path, checksum(path), *done[version])
+            for version, path in files:
+                if version in done:
                     continue
+                digest = checksum(path)
+                if done and version < max(done):
+                    log.warning(
+                        "applying %s after later migrations: it was numbered out of order",
+                        path.name,
+                    )
                 with conn.transaction():
                     conn.execute(path.read_text())
                     conn.execute(
@@ -82,6 +106,15 @@ def migrate(conninfo: str, sql_dir: Path = SQL_DIR) -> list[str]:
     return applied
 
 
+def _lock(conn: psycopg.Connection) -> None:
+    """Take the migration lock, saying so when another starter holds it."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
+    if row is not None and row[0]:
+        return
+    log.info("another process is migrating this database; waiting for it")
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+
+
 def _check_unchanged(
     conn: psycopg.Connection, version: int, path: Path, digest: str, name: str, stored: str | None
 ) -> None:
@@ -93,6 +126,8 @@ def _check_unchanged(
         return
     if stored == digest or stored in HISTORIC_CHECKSUMS.get(version, frozenset()):
         return
+    if stored == hashlib.sha256(path.read_bytes()).hexdigest():
+        return  # recorded from this very file before CRLF was read as LF
     raise MigrationMismatch(
         f"migration {path.name} changed after it was applied to this database "
         f"(as {name}, sha256 {stored[:12]}, file now {digest[:12]}); migrations are "
@@ -104,6 +139,8 @@ def _sync_job_types(conn: psycopg.Connection) -> None:
     """Write `JobType` (the one list of job types) into the table the database checks."""
     from app.jobs.models import JobType
 
+    if conn.execute("SELECT to_regclass('imap_job_types')").fetchone() == (None,):
+        return  # a migration set from before 004 (tests replay old releases)
     with conn.transaction():
         for t in JobType:
             conn.execute(
