@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.config import ImapAccount, Settings, load_settings
+from app.config import ImapAccount, Settings, SettingsError, load_settings
 from app.db.connect import resolve_database_url
 from app.db.migrate import migrate
 from app.jobs.models import MUTATION_JOB_TYPES, Job, JobStatus, JobType
@@ -180,9 +180,20 @@ def cmd_jobs_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Start everything for local use: database, demo IMAP if needed, executor, web."""
+    from app.web.security import check_bind, resolve_token_file
+
+    host = args.host or settings.web_host
+    port = args.port or settings.web_port
+    try:
+        # Before anything starts: serving beyond loopback needs a token (SPEC §6).
+        check_bind(resolve_token_file(settings), host)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     conninfo = _conninfo(settings)
     migrate(conninfo)
-    env = dict(os.environ, DATABASE_URL=conninfo)
+    # The web process learns its bind address, so it serves that name too.
+    env = dict(os.environ, DATABASE_URL=conninfo, SECRETARY_WEB_HOST=host)
     dovecot = None
     account: ImapAccount | None = settings.imap
     if account is None:
@@ -215,17 +226,14 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 "uvicorn",
                 "app.web.main:app",
                 "--host",
-                args.host or settings.web_host,
+                host,
                 "--port",
-                str(args.port or settings.web_port),
+                str(port),
             ],
             env=env,
         ),
     ]
-    print(
-        f"Piper is at http://{args.host or settings.web_host}:{args.port or settings.web_port}/",
-        flush=True,
-    )
+    print(f"Piper is at http://{host}:{port}/", flush=True)
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -306,7 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(args.fn(settings, args))
 
 

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.graph.service import ChatError
 
 log = logging.getLogger(__name__)
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
 def _describe(exc: RequestValidationError) -> str:
@@ -33,8 +34,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        status = exc.status_code
+        if status == 400 and detail == FASTAPI_BODY_PARSE_ERROR:
+            # A body that is not even text (bad UTF-8): the same answer as
+            # malformed JSON, so every endpoint documents one status for it.
+            status, detail = 422, "request body is not valid JSON (nor UTF-8 text)"
         return JSONResponse(
-            {"error": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+            {"error": detail}, status_code=status, headers=getattr(exc, "headers", None)
         )
 
     @app.exception_handler(ChatError)
@@ -48,6 +54,25 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("rejected input on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(
             {"error": "the request contains a value the database cannot store"}, status_code=422
+        )
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_unavailable(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        # The database went away under this request (a restart, a failover, a
+        # killed backend) or no connection came free in time (PoolTimeout is an
+        # OperationalError). The pool replaces dead connections by itself, so a
+        # retry shortly after succeeds: that is a 503, not a 500.
+        log.warning(
+            "database unavailable on %s %s: %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+        )
+        return JSONResponse(
+            {"error": "the database is unavailable; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)
