@@ -12,19 +12,24 @@ import re
 from collections.abc import Iterable, Sequence
 
 import imapclient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+
+from app.mail.folders import is_keyword
+
+__all__ = ["is_keyword"]  # re-exported: the handlers decide label-as-flag here
 
 _COPYUID = re.compile(rb"\[COPYUID (\d+) ([\d:,]+) ([\d:,]+)\]", re.IGNORECASE)
-_ATOM_SPECIALS = re.compile(r'[(){ %*"\\\]\x00-\x1f\x7f]')
+_MSGID = re.compile(r"<([^<>]*)>")
+_FOLDING = re.compile(r"\r?\n[ \t]+")
+MESSAGE_ID_FIELD = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
 
 
 def expand_uid_set(text: bytes) -> list[int]:
     out: list[int] = []
     for part in text.split(b","):
         if b":" in part:
-            lo, hi = (int(x) for x in part.split(b":"))
-            step = 1 if hi >= lo else -1
-            out.extend(range(lo, hi + step, step))
+            lo, hi = sorted(int(x) for x in part.split(b":"))  # 4:2 means 2:4 (RFC 3501)
+            out.extend(range(lo, hi + 1))
         else:
             out.append(int(part))
     return out
@@ -42,6 +47,23 @@ def parse_copyuid(responses: Iterable[bytes | str]) -> tuple[int | None, dict[in
                 zip(expand_uid_set(match.group(2)), expand_uid_set(match.group(3)), strict=False)
             )
     return validity, mapping
+
+
+def take_copyuid(client: imapclient.IMAPClient) -> tuple[int | None, dict[int, int]]:
+    """The COPYUID codes (UIDPLUS) of the last COPY/MOVE, and forget them.
+
+    imapclient 4.1 has no public way to them: `move()` and `copy()` return
+    None, MOVE's COPYUID comes in an untagged OK before the EXPUNGEs (RFC
+    6851 §4.3) and COPY's in the tagged OK. imaplib files the code of either
+    under "COPYUID"; `IMAP4.response()` (public in imaplib) takes it. The one
+    private step is reaching imaplib through `client._imap`: kept here only,
+    and tests/integration/test_imap_protocol.py fails if it stops working.
+    """
+    _code, data = client._imap.response("COPYUID")
+    codes = [d for d in data or () if d]
+    return parse_copyuid(
+        [b"[COPYUID " + (c.encode() if isinstance(c, str) else c) + b"]" for c in codes]
+    )
 
 
 def select_rw(client: imapclient.IMAPClient, folder: str) -> tuple[int, frozenset[str]]:
@@ -94,13 +116,12 @@ def move_uids(
     copy succeeded.
     """
     caps = {_s(c).upper() for c in client.capabilities()}
-    untagged = client._imap.untagged_responses  # imaplib keeps COPYUID here
-    untagged.pop("OK", None)
+    take_copyuid(client)  # forget any code an earlier command left behind
     if "MOVE" in caps:
         client.move(list(uids), target)
-        return parse_copyuid(untagged.pop("OK", []) or [])
-    response = client.copy(list(uids), target)
-    validity, mapping = parse_copyuid([response] if response else [])
+        return take_copyuid(client)
+    client.copy(list(uids), target)
+    validity, mapping = take_copyuid(client)
     client.add_flags(list(uids), [imapclient.DELETED])
     # Without UIDPLUS a plain EXPUNGE would also remove other \Deleted mail:
     # the originals then stay, flagged, rather than risk that.
@@ -109,14 +130,111 @@ def move_uids(
     return validity, mapping
 
 
-def find_by_message_id(client: imapclient.IMAPClient, message_id: str) -> list[int]:
-    if not message_id:
+def copy_uids(
+    client: imapclient.IMAPClient, uids: Sequence[int], target: str
+) -> tuple[int | None, dict[int, int]]:
+    """COPY (label as a folder); the target's UIDVALIDITY and UIDs when UIDPLUS says."""
+    response = client.copy(list(uids), target)
+    return parse_copyuid([response] if response else [])
+
+
+def has_move(client: imapclient.IMAPClient) -> bool:
+    return "MOVE" in {_s(c).upper() for c in client.capabilities()}
+
+
+def has_uidplus(client: imapclient.IMAPClient) -> bool:
+    """UID EXPUNGE: the only way to expunge exactly some messages and no others."""
+    return "UIDPLUS" in {_s(c).upper() for c in client.capabilities()}
+
+
+def expunge_copied(client: imapclient.IMAPClient, uids: Sequence[int]) -> bool:
+    """Finish a COPY + \\Deleted move whose copy is known to exist: expunge just
+    these UIDs (UID EXPUNGE). Without UIDPLUS nothing is expunged (False)."""
+    caps = {_s(c).upper() for c in client.capabilities()}
+    client.add_flags(list(uids), [imapclient.DELETED])
+    if "UIDPLUS" not in caps:
+        return False
+    client.uid_expunge(list(uids))
+    return True
+
+
+def folder_uidnext(client: imapclient.IMAPClient, folder: str) -> tuple[int, int]:
+    """(UIDVALIDITY, UIDNEXT) of a folder: a message moved there after this has a
+    UID of at least UIDNEXT, which narrows any later search for it."""
+    status = client.folder_status(folder, [b"UIDVALIDITY", b"UIDNEXT"])
+    return int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"])
+
+
+def special_use(client: imapclient.IMAPClient, folder: str) -> frozenset[str]:
+    """The folder's LIST attributes (\\Trash, \\Junk... where the server says)."""
+    flags: set[str] = set()
+    for attrs, _delim, name in client.list_folders("", folder):
+        if name == folder:
+            flags.update(_s(a) for a in attrs)
+    return frozenset(flags)
+
+
+def normalise_message_id(value: str | bytes | None) -> str | None:
+    """A Message-ID as the mirror keeps it: unfolded, the text inside the first
+    <...>, stripped (the same rule as app.mail.mime). Compared exactly."""
+    if value is None:
+        return None
+    text = _s(value) if isinstance(value, bytes) else value
+    text = _FOLDING.sub(" ", text).strip()
+    if text[:11].lower() == "message-id:":
+        text = text[11:]
+    text = text.strip()
+    if not text:
+        return None
+    match = _MSGID.search(text)
+    if match:
+        return match[1].strip() or None
+    words = text.split()
+    return (words[0].strip("<>") or None) if words else None
+
+
+def fetch_state(
+    client: imapclient.IMAPClient, uids: Sequence[int]
+) -> dict[int, tuple[tuple[str, ...], str | None]]:
+    """uid → (flags, normalised Message-ID) in the selected folder, read-only
+    (BODY.PEEK never sets \\Seen). UIDs not in the answer are gone."""
+    if not uids:
+        return {}
+    resp = client.fetch(list(uids), ["FLAGS", MESSAGE_ID_FIELD])
+    out: dict[int, tuple[tuple[str, ...], str | None]] = {}
+    for uid, data in resp.items():
+        header = next(
+            (v for k, v in data.items() if _s(k).upper().startswith("BODY[HEADER.FIELDS")), None
+        )
+        flags = tuple(_s(f) for f in data.get(b"FLAGS", ()) if _s(f) != "\\Recent")
+        out[int(uid)] = (flags, normalise_message_id(header))
+    return out
+
+
+def find_exact_message_id(
+    client: imapclient.IMAPClient, message_id: str | None, *, floor: int | None = None
+) -> list[int]:
+    """UIDs in the selected folder whose Message-ID is exactly `message_id`
+    (normalised), at or above `floor` when given. SEARCH HEADER is a substring
+    match, so it only narrows; each hit's header is fetched and compared."""
+    wanted = normalise_message_id(message_id)
+    if not wanted:
         return []
-    return sorted(client.search(["HEADER", "Message-ID", message_id]))
-
-
-def is_keyword(label: str) -> bool:
-    return bool(label) and not label.startswith("\\") and not _ATOM_SPECIALS.search(label)
+    criteria: list[str | bytes] = []
+    if floor is not None:
+        criteria += ["UID", f"{max(1, int(floor))}:*"]
+    criteria += ["HEADER", "Message-ID", wanted]
+    charset = None if wanted.isascii() else "UTF-8"
+    try:
+        hits = client.search(criteria, charset=charset)
+    except IMAPClientAbortError:
+        raise
+    except IMAPClientError:
+        return []  # the server cannot search for it: not found, never guessed
+    hits = [int(u) for u in hits if floor is None or int(u) >= int(floor)]
+    if not hits:
+        return []
+    return sorted(uid for uid, (_f, mid) in fetch_state(client, hits).items() if mid == wanted)
 
 
 def _s(value: bytes | str) -> str:

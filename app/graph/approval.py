@@ -19,9 +19,11 @@ from langgraph.types import Command, interrupt
 from app.graph.deps import GraphDeps
 from app.graph.state import ApprovalGroup, ChatState, Decision, Proposal, ProposedAction
 from app.graph.tools import MUTATION_TOOLS, dumps
-from app.jobs.models import JobStatus, JobType
+from app.jobs.models import JobType
+from app.jobs.store import Change
 from app.mail import mirror_reads
 from app.mail.clean import CLEAN_FOLDER, assess_for_clean
+from app.mail.folders import discarding_folder_reason, is_keyword
 from app.mail.mirror_reads import EmailRef, EmailRow
 
 HIGH_CONFIDENCE = 0.9
@@ -110,6 +112,13 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
                 f"Mark read and move {len(cards)} message(s) to {CLEAN_FOLDER} (recoverable)"
             )
         else:
+            refusal = _destination_refusal(job_type, args)
+            if refusal:
+                # Nothing to approve: every message is left out, with the reason.
+                excluded += [
+                    {"id": row.id, "subject": row.subject, "reason": refusal} for row in rows
+                ]
+                rows = []
             cards = [_card(row, 1.0) for row in rows]
             if job_type is JobType.MARK_READ:
                 description = f"Mark {len(cards)} message(s) as read"
@@ -124,6 +133,8 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
                 params = {"label": label, "remove": bool(args.get("remove"))}
                 verb = "Remove label" if params["remove"] else "Apply label"
                 description = f"{verb} {label} on {len(cards)} message(s)"
+            if refusal:
+                description = f"Nothing to approve: {refusal}"
     params["description"] = description
     action: ProposedAction = {
         "tool_call_id": call["id"],
@@ -138,45 +149,100 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
     return action
 
 
+def _destination_refusal(job_type: JobType, args: dict[str, Any]) -> str | None:
+    """Why a move or label-as-folder cannot be proposed at all (no target, or a
+    Trash/Spam folder, which deletes by another name), or None."""
+    if job_type is JobType.MOVE:
+        target = str(args.get("target_folder") or "").strip()
+        if not target:
+            return "no target folder was given for the move"
+        return discarding_folder_reason(target)
+    if job_type is JobType.LABEL and not args.get("remove"):
+        label = str(args.get("label") or "").strip()
+        if not label:
+            return "no label was given"
+        if not is_keyword(label):  # a label that is not a keyword is a folder: copied there
+            return discarding_folder_reason(label)
+    return None
+
+
 async def _undo_cards(
     deps: GraphDeps, args: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """The undo proposal: exactly the messages the job's change record says it
+    touched (completed, cancelled part-way or failed alike), shown as the mirror
+    has them now where it can, else as the record names them."""
     job_id = str(args.get("job_id") or "")
     try:
         job = await deps.store.get(uuid.UUID(job_id))
     except ValueError:
         job = None
-    if job is None or job.status is not JobStatus.COMPLETED or not job.job_type.is_mutation:
+    if job is None or not job.job_type.is_undoable:
         return (
             [],
             {"undo_of": job_id},
-            f"Nothing to undo: {job_id or 'no job'} is not a completed change",
+            f"Nothing to undo: {job_id or 'no job'} is not a change of mine",
         )
-    events = await deps.store.events_after(job.job_id, 0, limit=100_000)
-    summary = next(
-        (e.data["summary"] for e in reversed(events) if isinstance(e.data.get("summary"), dict)), {}
+    if not job.status.is_terminal:
+        return (
+            [],
+            {"undo_of": str(job.job_id)},
+            f"Nothing to undo yet: job {str(job.job_id)[:8]} is still {job.status.value}",
+        )
+    changes = [c for c in await deps.store.job_changes(job.job_id) if c.touched]
+    now_at = {c.key: _current_ref(c) for c in changes}
+    rows = await mirror_reads.emails_by_refs(
+        deps.pool, dict.fromkeys(r for r in now_at.values() if r is not None)
     )
+    shown = {r.ref: r for r in rows}
     cards = []
-    for change in summary.get("changes", []):
-        ref = EmailRef(change["folder"], int(change["uidvalidity"]), int(change["uid"]))
-        cards.append(
-            {
-                "id": ref.id,
-                "folder": ref.folder,
-                "uid": ref.uid,
-                "uidvalidity": ref.uidvalidity,
+    for change in changes:
+        ref = EmailRef(change.folder, change.uidvalidity, change.uid)
+        ref_now = now_at[change.key]
+        row = shown.get(ref_now) if ref_now is not None else None
+        card: dict[str, Any] = (
+            row.card()
+            if row is not None
+            else {
                 "date": None,
                 "from": "",
                 "to": "",
                 "cc": "",
-                "subject": change.get("subject", ""),
-                "unread": not change.get("was_seen", False),
-                "message_id": change.get("message_id"),
+                "subject": change.subject,
+            }
+        )
+        card.update(
+            {
+                "id": ref.id,  # the record's identity: what the undo approval names
+                "folder": ref.folder,
+                "uid": ref.uid,
+                "uidvalidity": ref.uidvalidity,
+                "subject": card.get("subject") or change.subject,
+                "message_id": change.message_id,
+                # what it will be once restored: unread mail unread again
+                "unread": "\\Seen" not in (change.flags_before or ()),
+                "now_in": change.folder_after or change.folder,
                 "confidence": 1.0,
             }
         )
-    desc = f"Undo {job.job_type.value.replace('_', ' ')} job {str(job.job_id)[:8]}: restore {len(cards)} message(s)"
+        cards.append(card)
+    state = "" if job.status.value == "completed" else f" ({job.status.value} part-way)"
+    desc = (
+        f"Undo {job.job_type.value.replace('_', ' ')} job {str(job.job_id)[:8]}{state}: "
+        f"restore {len(cards)} message(s)"
+    )
     return cards, {"undo_of": str(job.job_id)}, desc
+
+
+def _current_ref(change: Change) -> EmailRef | None:
+    """Where the record says the message is now, when it says exactly."""
+    if change.uid_after is not None and change.uidvalidity_after is not None:
+        return EmailRef(
+            change.folder_after or change.folder, change.uidvalidity_after, change.uid_after
+        )
+    if change.folder_after in (None, change.folder):
+        return EmailRef(change.folder, change.uidvalidity, change.uid)
+    return None
 
 
 def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
@@ -200,9 +266,11 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
         assert isinstance(last, AIMessage)
         proposal = state.get("proposal")
         if not proposal:
-            return Command(goto="tools")
-        if proposal["message_count"] == 0:
+            # Fail closed: no tool call runs without the approval of its proposal.
             decision: Decision = {"decision": "reject"}
+            note = "No approval was prepared for this change, so nothing was changed."
+        elif proposal["message_count"] == 0:
+            decision = {"decision": "reject"}
             note = "There is nothing I can safely change there, so I left the mailbox as it is."
         else:
             decision = interrupt(proposal)

@@ -19,6 +19,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 
+from app.jobs.models import TERMINAL_STATUSES, UNDOABLE_JOB_TYPES
+
 SYSTEM_PROMPT = """You are Piper, a careful email secretary for one person.
 You read a mirror of their mailbox and can: sync it (sync_mailbox), search it
 (search_emails), report job status (job_status), find cleanup candidates
@@ -227,7 +229,7 @@ def follow_up(issuer: AIMessage, results: Sequence[ToolMessage]) -> AIMessage:
         if name == "job_status" and issuer.additional_kwargs.get("piper_intent") == "undo":
             target = _last_undoable(data)
             if target is None:
-                return AIMessage(content="I found no completed change of mine to undo.")
+                return AIMessage(content="I found no finished change of mine to undo.")
             return AIMessage(content="", tool_calls=[_call("undo_job", {"job_id": target})])
         lines.append(describe_result(name, data))
     return AIMessage(content="\n".join(line for line in lines if line) or "Done.")
@@ -238,15 +240,18 @@ def _excluded_note(data: dict[str, Any]) -> str:
     return f" ({n} message(s) addressed to you or mentioning you were left alone.)" if n else ""
 
 
+UNDOABLE = frozenset(t.value for t in UNDOABLE_JOB_TYPES)
+FINISHED = frozenset(s.value for s in TERMINAL_STATUSES)
+
+
 def _last_undoable(data: Any) -> str | None:
     jobs = data.get("jobs", []) if isinstance(data, dict) else []
     if isinstance(data, dict) and data.get("job_id"):
         jobs = [data]
     for job in jobs:
-        if (
-            job.get("job_type") in ("clean", "move", "mark_read", "mark_unread", "label")
-            and job.get("status") == "completed"
-        ):
+        # A cancelled or failed change may have moved mail before it stopped:
+        # its change record says what, so it can be undone too.
+        if job.get("job_type") in UNDOABLE and job.get("status") in FINISHED:
             return str(job["job_id"])
     return None
 

@@ -1,8 +1,8 @@
 """Piper's tools. None of them touches IMAP: read-only tools query the mirror or
 enqueue read-only jobs; mutation tools enqueue a job only when the approval
 node recorded an approval for that very tool call in the graph state (the
-model can neither see nor set it), and the job carries exactly the messages
-recorded in that approval."""
+model can neither see nor set it), and the database makes the job from that
+approval row: its type, params and exactly its messages, one job per approval."""
 
 from __future__ import annotations
 
@@ -51,14 +51,11 @@ async def enqueue_approved(
         approval = None
     if approval is None or approval.action != job_type.value:
         return dumps({"error": "no matching approval was recorded: nothing was changed"})
-    payload = {**approval.params, "messages": approval.messages}
-    job = await deps.store.enqueue(
-        job_type,
-        payload,
-        approval_id=approval.approval_id,
-        idempotency_key=f"approval:{approval.approval_id}",
-        total_estimate=len(approval.messages),
-    )
+    # The database makes the job from the approval row (type, params, messages)
+    # and keeps it to one job per approval, however often this runs.
+    job = await deps.store.enqueue_approved(approval.approval_id)
+    if job is None:
+        return dumps({"error": "no matching approval was recorded: nothing was changed"})
     return dumps(
         {
             "job_id": str(job.job_id),

@@ -6,6 +6,7 @@ transactions that must span several statements, and turns rows into `Job`s.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -34,6 +35,151 @@ class Approval:
     action: str
     params: dict[str, Any]
     messages: list[dict[str, Any]]
+
+
+MessageKey = tuple[str, int, int]
+"""A message's exact identity on the server: (folder, UIDVALIDITY, UID)."""
+
+MAX_BATCH_SIZE = 500
+
+
+class ChangeState(enum.StrEnum):
+    """Where one message of a mutation job stands (`imap_job_changes.state`)."""
+
+    INTENDED = "intended"  # about to be changed (or changed, not yet confirmed)
+    APPLIED = "applied"  # changed, and where it went is known
+    SKIPPED = "skipped"  # never touched (stale UIDVALIDITY, gone before the job...)
+    FAILED = "failed"  # touched or attempted, outcome reported; undo still looks at it
+
+    @property
+    def is_final(self) -> bool:
+        return self is not ChangeState.INTENDED
+
+
+@dataclass(frozen=True)
+class Change:
+    """One message in a mutation job's change record: what the job saw before,
+    what it meant to change, and (once applied) where the message is now."""
+
+    job_id: uuid.UUID
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str | None
+    subject: str
+    state: ChangeState
+    attempt: int
+    flags_before: tuple[str, ...] | None
+    flags_added: tuple[str, ...]
+    flags_removed: tuple[str, ...]
+    flags_after: tuple[str, ...] | None
+    folder_after: str | None
+    uidvalidity_after: int | None
+    uid_after: int | None
+    uid_floor: int | None
+    reason: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Change:
+        def flags(value: Any) -> tuple[str, ...] | None:
+            return tuple(value) if value is not None else None
+
+        return cls(
+            job_id=row["job_id"],
+            folder=row["folder"],
+            uidvalidity=int(row["uidvalidity"]),
+            uid=int(row["uid"]),
+            message_id=row["message_id"],
+            subject=row["subject"],
+            state=ChangeState(row["state"]),
+            attempt=row["attempt"],
+            flags_before=flags(row["flags_before"]),
+            flags_added=tuple(row["flags_added"] or ()),
+            flags_removed=tuple(row["flags_removed"] or ()),
+            flags_after=flags(row["flags_after"]),
+            folder_after=row["folder_after"],
+            uidvalidity_after=row["uidvalidity_after"],
+            uid_after=row["uid_after"],
+            uid_floor=row["uid_floor"],
+            reason=row["reason"],
+        )
+
+    @property
+    def key(self) -> MessageKey:
+        return (self.folder, self.uidvalidity, self.uid)
+
+    @property
+    def touched(self) -> bool:
+        """Whether the job may have changed this message (so undo must look at it)."""
+        return self.state is not ChangeState.SKIPPED and self.flags_before is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "folder": self.folder,
+            "uidvalidity": self.uidvalidity,
+            "uid": self.uid,
+            "message_id": self.message_id,
+            "subject": self.subject,
+            "state": self.state.value,
+            "was_seen": "\\Seen" in (self.flags_before or ()),
+            "flags_before": list(self.flags_before or ()),
+            "flags_added": list(self.flags_added),
+            "flags_removed": list(self.flags_removed),
+            "flags_after": list(self.flags_after) if self.flags_after is not None else None,
+            "folder_after": self.folder_after,
+            "uidvalidity_after": self.uidvalidity_after,
+            "uid_after": self.uid_after,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What a worker is about to do to one message, written before IMAP is touched."""
+
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str | None
+    subject: str
+    flags_before: tuple[str, ...]
+    flags_added: tuple[str, ...]
+    flags_removed: tuple[str, ...]
+    folder_after: str
+    uidvalidity_after: int | None
+    uid_floor: int | None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The outcome of one message, written with the batch's mirror update and event."""
+
+    folder: str
+    uidvalidity: int
+    uid: int
+    state: ChangeState
+    reason: str | None = None
+    message_id: str | None = None
+    subject: str = ""
+    flags_after: tuple[str, ...] | None = None
+    folder_after: str | None = None
+    uidvalidity_after: int | None = None
+    uid_after: int | None = None
+
+
+@dataclass(frozen=True)
+class ChangeSummary:
+    """A job's change record in figures, for finished cards."""
+
+    applied: int
+    skipped: int
+    failed: int
+    intended: int
+    uids: list[int]
+
+    @property
+    def touched(self) -> int:
+        return self.applied + self.failed + self.intended
 
 
 class JobStore:
@@ -76,6 +222,30 @@ class JobStore:
             row = await self._one("get_by_idempotency_key", {"idempotency_key": idempotency_key})
         assert row is not None, "enqueue returned nothing and no job holds the key"
         return Job.from_row(row)
+
+    async def enqueue_approved(
+        self,
+        approval_id: uuid.UUID,
+        *,
+        batch_size: int | None = None,
+        max_attempts: int = 3,
+    ) -> Job | None:
+        """The one way a mutation job is made: from its approval row, by SQL (type,
+        params and messages copied from the row), one job per approval. Calling it
+        again returns the same job; None when no such approval exists.
+        `batch_size` (1..500) only tunes how many messages go per IMAP batch."""
+        extra: dict[str, Any] = {}
+        if batch_size is not None:
+            extra["batch_size"] = max(1, min(MAX_BATCH_SIZE, int(batch_size)))
+        params = {
+            "approval_id": approval_id,
+            "extra": Jsonb(extra),
+            "max_attempts": max_attempts,
+        }
+        row = await self._one("enqueue_approved", params)
+        if row is None:
+            row = await self._one("get_job_by_approval", {"approval_id": approval_id})
+        return Job.from_row(row) if row else None
 
     async def get(self, job_id: uuid.UUID) -> Job | None:
         row = await self._one("get_job", {"job_id": job_id})
@@ -142,6 +312,89 @@ class JobStore:
     async def get_approval(self, approval_id: uuid.UUID) -> Approval | None:
         row = await self._one("get_approval", {"approval_id": approval_id})
         return Approval(**{k: row[k] for k in Approval.__dataclass_fields__}) if row else None
+
+    # -- the change record (imap_job_changes) ---------------------------------
+
+    async def job_changes(self, job_id: uuid.UUID) -> list[Change]:
+        """Everything a job recorded, message by message: what retries continue
+        from, what undo restores, what finished cards count."""
+        return [Change.from_row(r) for r in await self._all("job_changes", {"job_id": job_id})]
+
+    async def change_summaries(
+        self, job_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, ChangeSummary]:
+        if not job_ids:
+            return {}
+        rows = await self._all("change_summaries", {"job_ids": list(job_ids)})
+        return {
+            r["job_id"]: ChangeSummary(
+                applied=r["applied"],
+                skipped=r["skipped"],
+                failed=r["failed"],
+                intended=r["intended"],
+                uids=[int(u) for u in r["uids"]],
+            )
+            for r in rows
+        }
+
+    async def record_intents(
+        self, conn: AsyncConnection[Any], lease: Lease, intents: Sequence[Intent]
+    ) -> None:
+        """Write-ahead rows, inside the caller's fenced transaction. Rows an earlier
+        attempt wrote are kept as they are (ON CONFLICT DO NOTHING)."""
+        rows = [
+            {
+                "job_id": lease.job_id,
+                "attempt": lease.attempt,
+                "folder": i.folder,
+                "uidvalidity": i.uidvalidity,
+                "uid": i.uid,
+                "message_id": i.message_id,
+                "subject": i.subject,
+                "flags_before": list(i.flags_before),
+                "flags_added": list(i.flags_added),
+                "flags_removed": list(i.flags_removed),
+                "folder_after": i.folder_after,
+                "uidvalidity_after": i.uidvalidity_after,
+                "uid_floor": i.uid_floor,
+            }
+            for i in intents
+        ]
+        if rows:
+            async with conn.cursor() as cur:
+                await cur.executemany(query("change_intend"), rows)
+
+    async def settle_changes(
+        self, conn: AsyncConnection[Any], lease: Lease, settled: Sequence[Settlement]
+    ) -> None:
+        """Outcomes, inside the caller's fenced transaction (with the mirror update
+        and the progress event). Final rows are never changed again; a message
+        never touched gets a 'skipped' row; a failure is recorded only on a row
+        that was written ahead (it has the flags from before)."""
+        rows = [
+            {
+                "job_id": lease.job_id,
+                "attempt": lease.attempt,
+                "folder": s.folder,
+                "uidvalidity": s.uidvalidity,
+                "uid": s.uid,
+                "message_id": s.message_id,
+                "subject": s.subject,
+                "state": s.state.value,
+                "flags_after": list(s.flags_after) if s.flags_after is not None else None,
+                "folder_after": s.folder_after,
+                "uidvalidity_after": s.uidvalidity_after,
+                "uid_after": s.uid_after,
+                "reason": s.reason,
+            }
+            for s in settled
+        ]
+        skipped = [r for r in rows if r["state"] == ChangeState.SKIPPED.value]
+        async with conn.cursor() as cur:
+            if skipped:
+                await cur.executemany(query("change_skip"), skipped)
+            if rows:
+                await cur.executemany(query("change_settle"), rows)
 
     # -- the executor's side --------------------------------------------------
 

@@ -17,13 +17,19 @@ def tool_name(job_type: str) -> str:
 
 
 def to_batch_update(
-    job: dict[str, Any], event: dict[str, Any] | None = None, *, iterations: int | None = None
+    job: dict[str, Any],
+    event: dict[str, Any] | None = None,
+    *,
+    iterations: int | None = None,
+    record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Map a job snapshot (and the newest event, if any) to a SPEC §7 message.
 
     `job` is the public snapshot (`Job.snapshot()` or a `job_status` payload
     plus `job_type`); `event` is a `job_event` payload whose `data` carries the
     handler's progress fields (items_found, batch, has_more, uids, summary).
+    `record`, for a finished mutation job, is its change record in figures
+    (`applied`, `uids`: what really changed); it wins over the event's summary.
     """
     data: dict[str, Any] = dict((event or {}).get("data") or {})
     status = job["status"]
@@ -33,6 +39,8 @@ def to_batch_update(
     iteration = int(iterations if iterations is not None else data.get("batch") or 0)
     if status == "completed":
         summary: dict[str, Any] = data.get("summary") or {}
+        if record is not None:
+            summary = {**summary, "uids": list(record.get("uids") or [])}
         uids = summary.get("uids") if isinstance(summary.get("uids"), list) else []
         message: dict[str, Any] = {
             "type": "batch_complete",
@@ -51,6 +59,8 @@ def to_batch_update(
             )
         elif summary.get("description"):
             message["description"] = summary["description"]
+        if record is not None:
+            message["changed"] = int(record.get("applied") or 0)
         return message
     if status in ("failed", "cancelled"):
         phase = "error"
@@ -73,4 +83,6 @@ def to_batch_update(
     }
     if phase == "error":
         message["error"] = job.get("error") or ("cancelled" if status == "cancelled" else "failed")
+        if record is not None:
+            message["changed"] = int(record.get("applied") or 0)
     return message

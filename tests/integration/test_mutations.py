@@ -11,9 +11,12 @@ from app.graph.deps import GraphDeps
 from app.graph.planner import ScriptedPlanner
 from app.graph.service import ChatService
 from app.jobs.models import Job, JobStatus, JobType
-from app.jobs.store import JobStore
+from app.jobs.store import ChangeState, JobStore
+from app.web.fragments import to_batch_update
+from executor import imap_ops
 from tests.integration.test_executor_sync import seed
 from tests.support.executor_harness import (
+    imap_connect,
     mirror_state,
     running_executor,
     server_state,
@@ -21,6 +24,28 @@ from tests.support.executor_harness import (
 )
 
 CLEANED = "Secretary/Auto-Cleaned"
+Mailbox = dict[str, list[tuple[str | None, frozenset[str]]]]
+
+
+def mailbox(account: ImapAccount) -> Mailbox:
+    """folder → sorted (Message-ID, flags): the mailbox as a person sees it,
+    whatever UIDs moves handed out (read-only: EXAMINE and BODY.PEEK)."""
+    client = imap_connect(account)
+    try:
+        out: Mailbox = {}
+        for flags, _, name in client.list_folders():
+            if b"\\Noselect" in flags:
+                continue
+            info = client.select_folder(name, readonly=True)
+            items: list[tuple[str | None, frozenset[str]]] = []
+            if info.get(b"EXISTS"):
+                state = imap_ops.fetch_state(client, client.search("ALL"))
+                items = [(mid, frozenset(f)) for f, mid in state.values()]
+            if items:
+                out[name] = sorted(items, key=lambda i: (i[0] or "", sorted(i[1])))
+        return out
+    finally:
+        client.logout()
 
 
 async def synced(
@@ -62,9 +87,8 @@ async def approve_and_run(
         params=params,
         messages=messages,
     )
-    job = await store.enqueue(
-        job_type, {**params, "messages": messages}, approval_id=approval.approval_id
-    )
+    job = await store.enqueue_approved(approval.approval_id)
+    assert job is not None
     async with running_executor(str(pool.conninfo), account, workers=1):
         return await wait_for_job(store, job.job_id)
 
@@ -120,6 +144,7 @@ async def test_clean_then_undo_restores_folder_and_read_state(
     store: JobStore, pool: Any, imap_account: ImapAccount
 ) -> None:
     before = await synced(store, pool, imap_account)
+    prior = await asyncio.to_thread(mailbox, imap_account)
     rows = await inbox_rows(pool, 6)
     uids = {r["uid"] for r in rows}
     was_seen = {r["uid"]: "\\Seen" in r["flags"] for r in rows}
@@ -136,6 +161,11 @@ async def test_clean_then_undo_restores_folder_and_read_state(
     summary = events[-1].data["summary"]
     assert summary["action"] == "archive" and summary["target_folder"] == CLEANED
     assert sorted(summary["uids"]) == sorted(uids)
+    # The finished card reads the change record, not the last event.
+    record = (await store.change_summaries([job.job_id]))[job.job_id]
+    assert record.applied == 6 and sorted(record.uids) == sorted(uids)
+    card = to_batch_update(job.snapshot(), None, record={"applied": 6, "uids": record.uids})
+    assert card["type"] == "batch_complete" and sorted(card["uids"]) == sorted(uids)
 
     undo = await approve_and_run(
         store, pool, imap_account, JobType.UNDO, rows, undo_of=str(job.job_id)
@@ -147,6 +177,162 @@ async def test_clean_then_undo_restores_folder_and_read_state(
     by_subject_seen = sorted("\\Seen" in f for f in restored["INBOX"].values())
     assert by_subject_seen == sorted("\\Seen" in f for f in before["INBOX"].values())
     assert await mirror_state(pool) == restored
+    assert await asyncio.to_thread(mailbox, imap_account) == prior
+
+
+async def approve_rows(
+    store: JobStore,
+    job_type: JobType,
+    rows: list[dict[str, Any]],
+    *,
+    batch_size: int = 2,
+    max_attempts: int = 5,
+    **params: Any,
+) -> Job:
+    approval = await store.record_approval(
+        thread_id="t",
+        interrupt_id=f"i-{uuid.uuid4().hex}",
+        action=job_type.value,
+        params=params,
+        messages=[
+            {k: r[k] for k in ("folder", "uidvalidity", "uid", "message_id", "subject")}
+            for r in rows
+        ],
+    )
+    job = await store.enqueue_approved(
+        approval.approval_id, batch_size=batch_size, max_attempts=max_attempts
+    )
+    assert job is not None
+    return job
+
+
+async def undo_everything_recorded(
+    store: JobStore, pool: Any, original: Job, **enqueue: Any
+) -> Job:
+    """The undo the chat would propose: the approval lists what the record says."""
+    from app.graph.approval import propose_action
+
+    deps = GraphDeps(pool=pool, store=store, settings=Settings())
+    action = await propose_action(
+        deps, {"name": "undo_job", "id": "u1", "args": {"job_id": str(original.job_id)}}
+    )
+    cards = [m for g in action["groups"] for m in g["messages"]]
+    assert cards, action["description"]
+    return await approve_rows(store, JobType.UNDO, cards, **enqueue, **action["params"])
+
+
+async def test_seen_set_before_a_failed_move_is_recorded_and_undone(
+    store: JobStore, pool: Any, imap_account: ImapAccount, monkeypatch: Any
+) -> None:
+    await synced(store, pool, imap_account, count=20)
+    prior = await asyncio.to_thread(mailbox, imap_account)
+    rows = await inbox_rows(pool, 4, "NOT ('\\Seen' = ANY (flags))")
+    assert len(rows) == 4
+
+    def refuse(*_a: Any, **_k: Any) -> Any:
+        raise imap_ops.IMAPClientError("MOVE failed: quota exceeded")
+
+    monkeypatch.setattr(imap_ops, "move_uids", refuse)
+    job = await approve_rows(store, JobType.CLEAN, rows, target_folder=CLEANED)
+    async with running_executor(str(pool.conninfo), imap_account, workers=1):
+        done = await wait_for_job(store, job.job_id)
+    monkeypatch.undo()
+    assert done.status is JobStatus.FAILED  # nothing could be moved
+    changes = await store.job_changes(job.job_id)
+    assert {c.state for c in changes} == {ChangeState.FAILED}
+    assert all(c.flags_added == ("\\Seen",) and "\\Seen" not in c.flags_before for c in changes)
+    marked = await asyncio.to_thread(server_state, imap_account)
+    assert all("\\Seen" in marked["INBOX"][r["uid"]] for r in rows)  # the STORE did happen
+    undo = await undo_everything_recorded(store, pool, done)
+    async with running_executor(str(pool.conninfo), imap_account, workers=1):
+        undone = await wait_for_job(store, undo.job_id)
+    assert undone.status is JobStatus.COMPLETED, undone.error
+    assert await asyncio.to_thread(mailbox, imap_account) == prior  # unread again
+
+
+async def test_a_move_whose_answer_was_lost_is_reconciled_by_exact_message_id_on_retry(
+    store: JobStore, pool: Any, imap_account: ImapAccount, monkeypatch: Any
+) -> None:
+    """The connection drops after the server moved the batch: the retry must
+    find the moved copies (not record them as gone), and undo restores them."""
+    await synced(store, pool, imap_account, count=20)
+    prior = await asyncio.to_thread(mailbox, imap_account)
+    rows = await inbox_rows(pool, 6)
+    real_move = imap_ops.move_uids
+    dropped: list[int] = []
+
+    def move_then_drop(client: Any, uids: Any, target: str) -> Any:
+        result = real_move(client, uids, target)
+        if not dropped:
+            dropped.extend(uids)
+            raise imap_ops.IMAPClientAbortError("connection reset after MOVE")
+        return result
+
+    monkeypatch.setattr(imap_ops, "move_uids", move_then_drop)
+    job = await approve_rows(store, JobType.CLEAN, rows, target_folder=CLEANED)
+    async with running_executor(str(pool.conninfo), imap_account, workers=1):
+        done = await wait_for_job(store, job.job_id, timeout=90)
+    monkeypatch.undo()
+    assert done.status is JobStatus.COMPLETED, done.error
+    assert done.attempt == 2 and len(dropped) == 2
+    changes = {c.uid: c for c in await store.job_changes(job.job_id)}
+    assert {c.state for c in changes.values()} == {ChangeState.APPLIED}
+    assert {u for u, c in changes.items() if c.reason and "Message-ID" in c.reason} == set(dropped)
+    after = await asyncio.to_thread(mailbox, imap_account)
+    moved = {r["message_id"] for r in rows}
+    assert sorted(m for m, _ in after[CLEANED]) == sorted(moved)  # each exactly once
+    assert not moved & {m for m, _ in after["INBOX"]}
+    undo = await undo_everything_recorded(store, pool, done)
+    async with running_executor(str(pool.conninfo), imap_account, workers=1):
+        undone = await wait_for_job(store, undo.job_id)
+    assert undone.status is JobStatus.COMPLETED, undone.error
+    assert await asyncio.to_thread(mailbox, imap_account) == prior
+
+
+async def test_undo_finds_a_moved_message_by_its_exact_message_id_and_never_guesses(
+    store: JobStore, pool: Any, imap_account: ImapAccount
+) -> None:
+    """The target folder was rebuilt (new UIDVALIDITY): the recorded UID means
+    nothing, so undo looks for the exact Message-ID; a substring match is not
+    it, and two exact matches are reported and left alone."""
+    await synced(store, pool, imap_account, count=20)
+    rows = await inbox_rows(pool, 2)
+    job = await approve_rows(store, JobType.MOVE, rows, target_folder="Hold")
+    async with running_executor(str(pool.conninfo), imap_account, workers=1):
+        done = await wait_for_job(store, job.job_id)
+    assert done.status is JobStatus.COMPLETED, done.error
+    single, twice = rows[0]["message_id"], rows[1]["message_id"]
+
+    def rebuild() -> None:
+        client = imap_connect(imap_account)
+        try:
+            client.create_folder("Tmp")
+            client.select_folder("Hold")
+            client.move(client.search("ALL"), "Tmp")
+            client.unselect_folder()
+            client.delete_folder("Hold")
+            client.create_folder("Hold")
+            client.select_folder("Tmp")
+            client.move(client.search("ALL"), "Hold")
+            for mid in (f"x{single}", f"{single}.other", twice):  # near misses and a twin
+                client.append(
+                    "Hold", f"Message-ID: <{mid}>\r\nSubject: decoy\r\n\r\nx\r\n".encode()
+                )
+        finally:
+            client.logout()
+
+    await asyncio.to_thread(rebuild)
+    undo = await undo_everything_recorded(store, pool, done)
+    async with running_executor(str(pool.conninfo), imap_account, workers=1):
+        undone = await wait_for_job(store, undo.job_id)
+    assert undone.status is JobStatus.COMPLETED, undone.error
+    own = {c.message_id: c for c in await store.job_changes(undo.job_id)}
+    assert own[single].state is ChangeState.APPLIED
+    assert own[twice].state is ChangeState.SKIPPED and "not guessed" in (own[twice].reason or "")
+    box = await asyncio.to_thread(mailbox, imap_account)
+    assert single in {m for m, _ in box["INBOX"]}
+    hold = [m for m, _ in box["Hold"]]
+    assert hold.count(twice) == 2 and single not in hold  # both twins left where they were
 
 
 async def test_stale_uidvalidity_and_vanished_messages_are_skipped_not_counted(
@@ -187,3 +373,27 @@ async def test_chat_mark_read_end_to_end(
     assert final.status is JobStatus.COMPLETED
     state = await asyncio.to_thread(server_state, imap_account)
     assert all("\\Seen" in state["INBOX"][u] for u in approved)
+
+
+async def test_label_undo_takes_off_exactly_the_keyword_or_the_copy(
+    store: JobStore, pool: Any, imap_account: ImapAccount
+) -> None:
+    """A keyword label is a flag: undo removes it. A label that is a folder is a
+    copy there: undo expunges exactly that copy (UID EXPUNGE), the original stays."""
+    await synced(store, pool, imap_account, count=20)
+    prior = await asyncio.to_thread(mailbox, imap_account)
+    for label in ("Follow-up", "Follow Up/2026"):
+        rows = await inbox_rows(pool, 3)
+        job = await approve_rows(store, JobType.LABEL, rows, label=label, remove=False)
+        async with running_executor(str(pool.conninfo), imap_account, workers=1):
+            done = await wait_for_job(store, job.job_id)
+        assert done.status is JobStatus.COMPLETED, done.error
+        labelled = await asyncio.to_thread(mailbox, imap_account)
+        assert labelled != prior
+        if " " in label:
+            assert len(labelled[label]) == 3 and labelled["INBOX"] == prior["INBOX"]
+        undo = await undo_everything_recorded(store, pool, done)
+        async with running_executor(str(pool.conninfo), imap_account, workers=1):
+            undone = await wait_for_job(store, undo.job_id)
+        assert undone.status is JobStatus.COMPLETED, undone.error
+        assert await asyncio.to_thread(mailbox, imap_account) == prior

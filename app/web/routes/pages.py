@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from app.jobs.models import JobStatus, JobType
 from app.web.deps import ChatDep, SettingsDep, StoreDep, TemplatesDep
 from app.web.fragments import to_batch_update
 from app.web.routes.chat import THREAD_COOKIE
 from app.web.routes.jobs import load_job
-from app.web.security import CSRF_COOKIE, SESSION_COOKIE, new_csrf_token, session_value
+from app.web.security import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    new_csrf_token,
+    same_bytes,
+    session_value,
+)
 
 router = APIRouter(include_in_schema=False)
 CSRF_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -51,12 +55,25 @@ async def index(
         if j.job_id not in shown
     ]
     jobs = []
+    # What finished mutation jobs changed comes from their change record.
+    records = await store.change_summaries(
+        [j.job_id for j in recent if j.status.is_terminal and j.job_type.is_mutation]
+    )
     for job in running + recent:
         snap = job.snapshot()
         if job.status.is_terminal:
-            # Finished cards render statically, from their final event.
+            # Finished cards render statically, from their final event and record.
             final = await store.events_after(job.job_id, max(0, job.last_seq - 1), limit=1)
-            snap["msg"] = to_batch_update(snap, final[-1].as_dict() if final else None)
+            record = records.get(job.job_id)
+            snap["msg"] = to_batch_update(
+                snap,
+                final[-1].as_dict() if final else None,
+                record=(
+                    {"applied": record.applied, "uids": record.uids}
+                    if record is not None
+                    else ({"applied": 0, "uids": []} if job.job_type.is_mutation else None)
+                ),
+            )
         jobs.append(snap)
     response = templates.TemplateResponse(
         request,
@@ -73,30 +90,39 @@ async def index(
     return response
 
 
+# The login page must not be cached, nor leak its address to other sites.
+LOGIN_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(
-    request: Request, templates: TemplatesDep, settings: SettingsDep, token: str | None = None
-) -> Response:
-    if token is not None:
-        return _login(request, templates, token, settings.web_token)
-    return templates.TemplateResponse(request, "login.html", {"error": None})
+async def login_page(request: Request, templates: TemplatesDep) -> Response:
+    """The form only. A token in the URL never logs anyone in: URLs end up in
+    the browser history, in proxy and server logs and in Referer headers."""
+    if "token" in request.query_params:
+        return templates.TemplateResponse(
+            request,
+            "login.html",
+            {"error": "A token in the address is not accepted. Type it into the form."},
+            status_code=400,
+            headers=LOGIN_HEADERS,
+        )
+    return templates.TemplateResponse(request, "login.html", {"error": None}, headers=LOGIN_HEADERS)
 
 
 @router.post("/login")
 async def login(
     request: Request, token: Annotated[str, Form()], settings: SettingsDep, templates: TemplatesDep
 ) -> Response:
-    return _login(request, templates, token, settings.web_token)
-
-
-def _login(
-    request: Request, templates: Jinja2Templates, token: str, expected: str | None
-) -> Response:
-    if expected and not hmac.compare_digest(token.encode(), expected.encode()):
+    expected = settings.web_token
+    if expected and not same_bytes(token, expected):
         return templates.TemplateResponse(
-            request, "login.html", {"error": "That token is not right."}, status_code=401
+            request,
+            "login.html",
+            {"error": "That token is not right."},
+            status_code=401,
+            headers=LOGIN_HEADERS,
         )
-    response = RedirectResponse("/", status_code=303)
+    response = RedirectResponse("/", status_code=303)  # never carries the token
     if expected:
         # Lax, so a link to the page from elsewhere opens it logged in; state
         # changes are guarded by the Origin check and the CSRF token instead.

@@ -1,0 +1,67 @@
+"""Folder rules shared by the approval card and the executor (pure, no I/O).
+
+Moving mail into a Trash or Junk folder deletes it by another name: servers
+empty those folders on their own (Gmail after 30 days). So no move, clean or
+label-as-folder may target one: the approval refuses it by name, and the
+executor refuses it again by name and by the server's special-use flags.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# RFC 6154 special-use attributes of folders whose content the server discards.
+DISCARDING_SPECIAL_USE = frozenset({"\\trash", "\\junk"})
+
+# Names such folders go by when the server does not flag them (compared
+# case-insensitively, on the whole name and on its last path component).
+DISCARDING_NAMES = frozenset(
+    {
+        "trash",
+        "deleted",
+        "deleted items",
+        "deleted messages",
+        "bin",
+        "junk",
+        "junk e-mail",
+        "junk email",
+        "junk mail",
+        "spam",
+        "bulk mail",
+        "[gmail]/trash",
+        "[gmail]/bin",
+        "[gmail]/spam",
+        "[google mail]/trash",
+        "[google mail]/bin",
+        "[google mail]/spam",
+    }
+)
+
+_INBOX_CHILD = re.compile(r"inbox[/.](.+)")
+_ATOM_SPECIALS = re.compile(r'[(){ %*"\\\]\x00-\x1f\x7f]')
+
+
+def discarding_folder_reason(folder: str, special_use: Iterable[str] = ()) -> str | None:
+    """Why `folder` must not receive moved mail, or None when it may."""
+    flags = {str(f).lower() for f in special_use}
+    hit = flags & DISCARDING_SPECIAL_USE
+    if hit:
+        return (
+            f"{folder!r} is the server's {sorted(hit)[0][1:].title()} folder: mail moved "
+            "there is deleted later, so Piper never moves mail into it"
+        )
+    name = " ".join(folder.strip().split()).lower()
+    # Courier-style servers keep them under the inbox: INBOX.Trash, INBOX/Spam.
+    under_inbox = _INBOX_CHILD.fullmatch(name)
+    if name in DISCARDING_NAMES or (under_inbox and under_inbox[1] in DISCARDING_NAMES):
+        return (
+            f"{folder!r} looks like a Trash or Spam folder: mail moved there is deleted "
+            "later, so Piper never moves mail into it"
+        )
+    return None
+
+
+def is_keyword(label: str) -> bool:
+    """Whether a label can be an IMAP keyword (flag); otherwise it is a folder."""
+    return bool(label) and not label.startswith("\\") and not _ATOM_SPECIALS.search(label)
