@@ -15,6 +15,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from app.mail.folders import is_keyword
+from executor.imap_fetch import UidFetcher
 
 __all__ = ["is_keyword"]  # re-exported: the handlers decide label-as-flag here
 
@@ -83,7 +84,7 @@ def present_uids(client: imapclient.IMAPClient, uids: Sequence[int]) -> set[int]
 def current_flags(client: imapclient.IMAPClient, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
     if not uids:
         return {}
-    resp = client.fetch(list(uids), ["FLAGS"])
+    resp = UidFetcher(client).fetch(uids, ["FLAGS"], required=(b"FLAGS",))
     return {uid: tuple(_s(f) for f in data.get(b"FLAGS", ())) for uid, data in resp.items()}
 
 
@@ -134,8 +135,9 @@ def copy_uids(
     client: imapclient.IMAPClient, uids: Sequence[int], target: str
 ) -> tuple[int | None, dict[int, int]]:
     """COPY (label as a folder); the target's UIDVALIDITY and UIDs when UIDPLUS says."""
-    response = client.copy(list(uids), target)
-    return parse_copyuid([response] if response else [])
+    take_copyuid(client)  # forget any code an earlier command left behind
+    client.copy(list(uids), target)  # imapclient returns None: the code is read below
+    return take_copyuid(client)
 
 
 def has_move(client: imapclient.IMAPClient) -> bool:
@@ -200,7 +202,7 @@ def fetch_state(
     (BODY.PEEK never sets \\Seen). UIDs not in the answer are gone."""
     if not uids:
         return {}
-    resp = client.fetch(list(uids), ["FLAGS", MESSAGE_ID_FIELD])
+    resp = UidFetcher(client).fetch(uids, ["FLAGS", MESSAGE_ID_FIELD], required=(b"FLAGS",))
     out: dict[int, tuple[tuple[str, ...], str | None]] = {}
     for uid, data in resp.items():
         header = next(
