@@ -6,16 +6,24 @@ Prints messages/s for (a) a raw imapclient FETCH of every message with the
 same items the sync asks for, and (b) a full `sync` job run by a real
 executor into a real Postgres, their ratio, and the time of a re-sync of the
 unchanged mailbox.
+
+It also prices the "mentions you" check (executor/mentions.py): the same sync
+with the check off and on, each into a fresh database, in the same run, plus
+the parse alone per message with and without it. `--big-share` of the mailbox
+is made of messages longer than the fetch prefix, so the server's
+`SEARCH BODY` for the part never downloaded is part of the figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import shutil
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,9 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.config import ImapAccount  # noqa: E402
 from app.db.pool import open_pool  # noqa: E402
 from app.demo.dovecot import DovecotServer  # noqa: E402
-from app.demo.mailbox import generate_mailbox, write_maildir  # noqa: E402
+from app.demo.mailbox import SeedMessage, generate_mailbox, write_maildir  # noqa: E402
 from app.jobs.store import JobStore  # noqa: E402
-from executor.handlers.sync import FETCH_ITEMS  # noqa: E402
+from app.mail.identity import Identity  # noqa: E402
+from app.mail.mime import parse_message  # noqa: E402
+from executor import mentions  # noqa: E402
+from executor.handlers.sync import BODY_PREFIX_BYTES, FETCH_ITEMS  # noqa: E402
 from tests.support.databases import DatabaseFactory, admin_url  # noqa: E402
 from tests.support.executor_harness import (  # noqa: E402
     executor_settings,
@@ -49,7 +60,69 @@ def raw_fetch(account: ImapAccount, batch: int) -> int:
     return n
 
 
-async def run_sync(database_url: str, account: ImapAccount, batch: int) -> tuple[float, float, int]:
+def big_messages(count: int, seed: int = 5) -> list[SeedMessage]:
+    """Bulk mail longer than the fetch prefix; every third names the person past the cut."""
+    rng = random.Random(seed)
+    words = [
+        "cache",
+        "fleet",
+        "latency",
+        "throughput",
+        "chart",
+        "quarter",
+        "region",
+        "release",
+        "notes",
+    ]
+    out = []
+    for i in range(count):
+        lines = [" ".join(rng.choice(words) for _ in range(14)) for _ in range(1200)]
+        tail = "Thanks to Alex Roy for the charts." if i % 3 == 0 else "See you next quarter."
+        body = "\r\n".join(lines) + "\r\n\r\n" + tail + "\r\n"
+        raw = (
+            f"From: Reports <reports@ops.example>\r\nTo: ops@ops.example\r\n"
+            f"Subject: Long report {i}\r\nDate: Tue, 17 Nov 2026 12:00:00 +0000\r\n"
+            f"Message-ID: <long-{i}@ops.example>\r\nList-Id: <reports.ops.example>\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+        ).encode()
+        assert len(raw) > BODY_PREFIX_BYTES
+        when = datetime(2026, 11, 17, 12, tzinfo=UTC) + timedelta(seconds=i)
+        out.append(SeedMessage(raw=raw, internal_date=when, kind="long"))
+    return out
+
+
+def search_cost(account: ImapAccount, identity: Identity, batch: int) -> tuple[int, float]:
+    """(messages asked about, seconds): the server's SEARCH BODY over every
+    message longer than the fetch prefix, one command per batch as sync does."""
+    client = imap_connect(account)
+    client.select_folder("INBOX", readonly=True)
+    sizes = client.fetch(client.search("ALL"), ["RFC822.SIZE"])
+    cut = sorted(u for u, d in sizes.items() if d[b"RFC822.SIZE"] > BODY_PREFIX_BYTES)
+    terms = identity.search_terms()
+    t0 = time.perf_counter()
+    for i in range(0, len(cut), batch):
+        mentions.server_mentions(client, cut[i : i + batch], terms)
+    elapsed = time.perf_counter() - t0
+    client.logout()
+    return len(cut), elapsed
+
+
+def parse_cost(raws: list[bytes], identity: Identity | None) -> float:
+    """Microseconds per message to parse the fetched prefix, in this process."""
+    prefixes = [r[:BODY_PREFIX_BYTES] for r in raws]
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for r in prefixes:
+            parse_message(r, identity=identity)
+        best = min(best, time.perf_counter() - t0)
+    return best / len(prefixes) * 1e6
+
+
+async def run_sync(
+    database_url: str, account: ImapAccount, batch: int, *, check: bool = True
+) -> tuple[float, float, int]:
+    mentions.ENABLED = check  # read when each sync job starts, in this process
     pool = await open_pool(database_url)
     store = JobStore(pool)
     settings = executor_settings(sync_batch_size=batch, poll_seconds=0.05)
@@ -69,13 +142,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument(
+        "--big-share", type=float, default=0.02, help="share of messages over the fetch prefix"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="sync runs per mode (best counts)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="pbh-", dir="/tmp"))
     factory = DatabaseFactory(admin_url())
     try:
         with DovecotServer(mail_home=home) as server:
             t0 = time.perf_counter()
-            msgs = generate_mailbox(args.messages)
+            n_big = round(args.messages * args.big_share)
+            msgs = generate_mailbox(args.messages - n_big) + big_messages(n_big)
             write_maildir(server.maildir, msgs)
             account = ImapAccount(
                 server.host, server.port, server.username, server.password, ssl=False
@@ -87,8 +165,20 @@ def main() -> None:
             t0 = time.perf_counter()
             n_raw = raw_fetch(account, args.batch)
             raw_s = time.perf_counter() - t0
-            with factory.database() as url:
-                sync_s, resync_s, n_sync = asyncio.run(run_sync(url, account, args.batch))
+            me = Identity("alex.roy@example.com", "Alex Roy", ("aroy@example.com",))
+            n_cut, search_s = search_cost(account, me, args.batch)
+            # Off and on alternate, best of `--rounds` each: a shared machine's
+            # load drifts more during one run than the check costs.
+            off_s = sync_s = resync_s = float("inf")
+            for _ in range(args.rounds):
+                with factory.database() as url:
+                    s, _, n_off = asyncio.run(run_sync(url, account, args.batch, check=False))
+                    off_s = min(off_s, s)
+                with factory.database() as url:
+                    s, r, n_sync = asyncio.run(run_sync(url, account, args.batch))
+                    sync_s, resync_s = min(sync_s, s), min(resync_s, r)
+        raws = [m.raw for m in msgs]
+        parse_off, parse_on = parse_cost(raws, None), parse_cost(raws, me)
         print(
             f"raw imapclient fetch : {n_raw} msgs in {raw_s:.2f}s = {n_raw / raw_s:,.0f} msgs/s (baseline)"
         )
@@ -97,6 +187,21 @@ def main() -> None:
         )
         print(f"ratio sync/raw       : {(n_sync / sync_s) / (n_raw / raw_s):.2f}x  (aim >= 0.8x)")
         print(f"re-sync, unchanged   : {resync_s * 1000:.0f} ms  (aim < 500 ms)")
+        print(
+            f"mentions check       : sync {n_off / off_s:,.0f} msgs/s without, "
+            f"{n_sync / sync_s:,.0f} msgs/s with ({(off_s / sync_s - 1) * 100:+.0f}% throughput); "
+            f"{n_big} of {len(msgs)} messages over the {BODY_PREFIX_BYTES // 1024} KiB prefix "
+            "asked about with SEARCH BODY"
+        )
+        print(
+            f"parse per message    : {parse_off:.0f} us without the check, "
+            f"{parse_on:.0f} us with it (one process)"
+        )
+        if n_cut:
+            print(
+                f"server SEARCH BODY   : {n_cut} cut-off messages in {search_s * 1000:.0f} ms "
+                f"= {search_s / n_cut * 1e6:.0f} us per message asked about"
+            )
     finally:
         factory.close()
         shutil.rmtree(home, ignore_errors=True)

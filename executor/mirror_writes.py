@@ -38,6 +38,11 @@ class FetchedMessage:
     size: int | None
     modseq: int | None
     parsed: ParsedMessage
+    # Whether the whole message mentions the person (parse + server SEARCH for
+    # what the prefix fetch cut off; None: could not be decided), and the
+    # fingerprint of the identity it was decided against (None: not checked).
+    mentions_you: bool | None = None
+    mention_identity: str | None = None
 
 
 def labels_from_flags(flags: Iterable[str], gmail_labels: Iterable[str] = ()) -> list[str]:
@@ -170,7 +175,53 @@ def _row(folder: str, uidvalidity: int, m: FetchedMessage) -> dict[str, Any]:
         "has_attachments": p.has_attachments,
         "size": m.size,
         "modseq": m.modseq,
+        "mentions_you": m.mentions_you,
+        "mention_identity": m.mention_identity,
     }
+
+
+@dataclass(frozen=True)
+class StaleMentions:
+    """Rows whose verdict was not decided against the current identity."""
+
+    count: int
+    max_id: int | None
+    fingerprints: tuple[str, ...]  # the stale fingerprints seen ('' = never checked)
+
+
+async def stale_mentions(conn: AsyncConnection[Any], fingerprint: str) -> StaleMentions:
+    cur = await conn.execute(query("mention_stale_summary"), {"fingerprint": fingerprint})
+    row = await cur.fetchone()
+    if row is None or not row["n"]:
+        return StaleMentions(0, None, ())
+    return StaleMentions(int(row["n"]), row["max_id"], tuple(sorted(row["fingerprints"])))
+
+
+async def stale_mention_rows(
+    conn: AsyncConnection[Any], fingerprint: str
+) -> list[tuple[str, int, list[int]]]:
+    """(folder, uidvalidity, uids) of the rows to re-evaluate, folder by folder."""
+    cur = await conn.execute(query("mention_stale_rows"), {"fingerprint": fingerprint})
+    return [(r["folder"], int(r["uidvalidity"]), list(r["uids"])) for r in await cur.fetchall()]
+
+
+async def update_mentions(
+    conn: AsyncConnection[Any], folder: str, uidvalidity: int, messages: Sequence[FetchedMessage]
+) -> None:
+    """Store re-evaluated verdicts (the rescore job); other columns are untouched."""
+    rows = [
+        {
+            "folder": folder,
+            "uidvalidity": uidvalidity,
+            "uid": m.uid,
+            "mentions_you": m.mentions_you,
+            "mention_identity": m.mention_identity,
+        }
+        for m in messages
+    ]
+    if rows:
+        async with conn.cursor() as cur:
+            await cur.executemany(query("update_mentions"), rows)
 
 
 async def count_folder(conn: AsyncConnection[Any], folder: str, uidvalidity: int) -> int:

@@ -3,6 +3,11 @@
 Parsing is the CPU-heavy part of a sync (the email package is pure Python),
 so batches big enough to pay for it are parsed in a small process pool while
 the worker fetches the next batch and writes the previous one.
+
+Parsing also decides whether each message mentions the person: the identity
+(a small frozen dataclass) travels to the pool with each chunk. For a message
+the prefix fetch cut short, the server's answer to `SEARCH BODY` (asked by the
+fetching thread, see executor/mentions.py) covers the part never downloaded.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.mail.identity import Identity
 from app.mail.mime import parse_message
 from executor.mirror_writes import FetchedMessage
 
@@ -31,15 +37,38 @@ class RawMessage:
     size: int | None
     modseq: int | None
     body: bytes
+    # The server's `SEARCH BODY` verdict for the person's name and addresses,
+    # asked only for truncated messages; None = not asked, or the server failed.
+    server_mentions: bool | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Less was fetched than the message holds (or its size is unknown)."""
+        return self.size is None or self.size > len(self.body)
 
 
-def parse_raw(raws: Sequence[RawMessage]) -> tuple[list[FetchedMessage], list[dict[str, Any]]]:
+def mention_verdict(local: bool | None, raw: RawMessage) -> bool | None:
+    """Whole-message verdict: the parse of what was fetched, plus the server's
+    search of what was not. Unknown stays unknown (None), which /clean excludes."""
+    if local is True or not raw.truncated:
+        return local
+    if raw.server_mentions is None:
+        return None
+    # The server searched the whole message, decoded, as a substring: its
+    # "no" covers what the prefix did not hold (or could not be read).
+    return raw.server_mentions
+
+
+def parse_raw(
+    raws: Sequence[RawMessage], identity: Identity | None = None
+) -> tuple[list[FetchedMessage], list[dict[str, Any]]]:
     """Parse a batch; one bad message is a problem entry, never an exception."""
     fetched: list[FetchedMessage] = []
     problems: list[dict[str, Any]] = []
+    fingerprint = identity.fingerprint if identity is not None else None
     for raw in raws:
         try:
-            parsed = parse_message(raw.body)
+            parsed = parse_message(raw.body, identity=identity)
         except Exception as exc:  # parse_message should not raise; belt and braces
             problems.append({"uid": raw.uid, "problem": f"skipped: {type(exc).__name__}: {exc}"})
             continue
@@ -51,6 +80,10 @@ def parse_raw(raws: Sequence[RawMessage]) -> tuple[list[FetchedMessage], list[di
                 size=raw.size,
                 modseq=raw.modseq,
                 parsed=parsed,
+                mentions_you=(
+                    mention_verdict(parsed.mentions_you, raw) if identity is not None else None
+                ),
+                mention_identity=fingerprint,
             )
         )
         if parsed.problems:
@@ -74,22 +107,23 @@ class ParserPool:
         return self._pool
 
     async def parse(
-        self, raws: Sequence[RawMessage]
+        self, raws: Sequence[RawMessage], identity: Identity | None = None
     ) -> tuple[list[FetchedMessage], list[dict[str, Any]]]:
+        """Parse a batch, deciding "mentions you" when an identity is given."""
         if self.processes == 0 or len(raws) < MIN_PARALLEL_BATCH:
-            return await asyncio.to_thread(parse_raw, raws)
+            return await asyncio.to_thread(parse_raw, raws, identity)
         loop = asyncio.get_running_loop()
         size = -(-len(raws) // self.processes)
         chunks = [list(raws[i : i + size]) for i in range(0, len(raws), size)]
         try:
             parts = await asyncio.gather(
-                *(loop.run_in_executor(self._ensure(), parse_raw, c) for c in chunks)
+                *(loop.run_in_executor(self._ensure(), parse_raw, c, identity) for c in chunks)
             )
         except Exception as exc:  # a broken pool must not fail the sync: parse here instead
             log.warning("parser pool failed (%s); parsing in-process", exc)
             self.close()
             self.processes = 0
-            return await asyncio.to_thread(parse_raw, raws)
+            return await asyncio.to_thread(parse_raw, raws, identity)
         fetched = [m for part in parts for m in part[0]]
         problems = [p for part in parts for p in part[1]]
         return fetched, problems

@@ -12,7 +12,7 @@ from langchain_core.tools import BaseTool, tool
 from app.graph.deps import GraphDeps
 from app.graph.tools import dumps
 from app.mail import mirror_reads
-from app.mail.clean import assess_for_clean
+from app.mail.clean import NOT_CHECKED, assess_for_clean
 from app.mail.triage import CATEGORIES, is_today, is_zoom, triage
 
 CLEAN_TIME_BOX_SECONDS = 5.0
@@ -36,6 +36,7 @@ async def rank(
     tz = ZoneInfo(deps.settings.timezone)
     now = deps.clock()
     rows = await mirror_reads.folder_emails(deps.pool, "INBOX")
+    identity = deps.identity  # once: its matchers are compiled on first use
     ranked = []
     for row in rows:
         if "unread" in filters and not row.unread:
@@ -44,7 +45,7 @@ async def rank(
             continue
         if "zoom" in filters and not is_zoom(row):
             continue
-        t = triage(row, deps.identity)
+        t = triage(row, identity)
         if category and t.category != category:
             continue
         ranked.append((t, row))
@@ -65,19 +66,25 @@ def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
     async def quick_clean_inbox(limit: int = MAX_CLEAN_CANDIDATES) -> str:
         """Find newsletters, notifications and other bulk mail in the INBOX that are safe
         to clean up. Read-only. Never returns mail addressed to the person (To/CC),
-        mail mentioning their name, or flagged mail. Each candidate has a confidence
-        (0-1), a category and the signals behind it."""
+        mail mentioning them anywhere (name or address, the whole message checked when
+        it was synced), or flagged mail. Each candidate has a confidence (0-1), a
+        category and the signals behind it. `not_yet_checked` counts messages left
+        out because they were not yet checked against the current identity (a
+        rescore job is on its way)."""
         started = time.monotonic()
         rows = await mirror_reads.folder_emails(deps.pool, "INBOX")
+        identity = deps.identity
         candidates, excluded_direct, scanned, timed_out = [], 0, 0, False
+        not_checked = 0
         for row in rows:
             if time.monotonic() - started > CLEAN_TIME_BOX_SECONDS:
                 timed_out = True
                 break
             scanned += 1
-            verdict = assess_for_clean(row, deps.identity)
+            verdict = assess_for_clean(row, identity)
             if verdict.direct:
                 excluded_direct += 1
+                not_checked += verdict.reason == NOT_CHECKED
             if verdict.candidate:
                 candidates.append(
                     {
@@ -93,6 +100,7 @@ def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
                 "candidates": candidates[: max(1, min(limit, MAX_CLEAN_CANDIDATES))],
                 "scanned": scanned,
                 "excluded_direct": excluded_direct,
+                "not_yet_checked": not_checked,
                 "timed_out": timed_out,
             }
         )

@@ -35,6 +35,8 @@ class JobType(enum.StrEnum):
     MOVE = "move"
     LABEL = "label"
     UNDO = "undo"
+    # Re-decides "mentions you" for mirror rows checked against another identity.
+    RESCORE = "rescore"
 
     @property
     def is_mutation(self) -> bool:
@@ -47,7 +49,7 @@ class JobType(enum.StrEnum):
         return self.is_mutation and self is not JobType.UNDO
 
 
-_READ_ONLY = frozenset({JobType.SYNC})
+_READ_ONLY = frozenset({JobType.SYNC, JobType.RESCORE})
 MUTATION_JOB_TYPES = frozenset(t for t in JobType if t.is_mutation)
 UNDOABLE_JOB_TYPES = frozenset(t for t in JobType if t.is_undoable)
 

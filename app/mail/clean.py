@@ -1,9 +1,15 @@
 """Which messages `/clean` may propose, and how sure it is.
 
 The safety exclusion runs first and nothing outweighs it: a message where the
-person (identity email or any alias) is in To or CC, or whose body or subject
-names them, is never a candidate; neither is a flagged message. Only then do
-bulk/automation signals add up (noisy-OR) to a confidence in [0, 1].
+person (identity email or any alias) is in To or CC, or whose subject or body
+mentions them anywhere, is never a candidate; neither is a flagged message.
+Only then do bulk/automation signals add up (noisy-OR) to a confidence in [0, 1].
+
+"Anywhere in the body" is more than the mirror keeps (an excerpt), so the
+executor decides it over the whole message at ingest and stores the verdict on
+the row (`mentions_you`) with the fingerprint of the identity it was decided
+against (`mention_identity`). A row without a verdict, or with a verdict for
+another identity, is treated as mentioning the person: fail safe.
 """
 
 from __future__ import annotations
@@ -76,6 +82,10 @@ WEIGHTS = {
 
 
 class CleanInput(Protocol):
+    """What the verdict reads of a mirror row. `mentions_you` and
+    `mention_identity` may be absent (rows from older code): then the row
+    counts as not yet checked, which excludes it."""
+
     from_addr: str | None
     to_addrs: list[str]
     cc_addrs: list[str]
@@ -98,14 +108,23 @@ class CleanVerdict:
     direct: bool = False  # excluded because it involves the person directly
 
 
+NOT_CHECKED = "not yet checked against your current identity"
+
+
 def exclusion_reason(row: CleanInput, identity: Identity) -> str | None:
     """Why a message may never be cleaned, or None. Checked before anything else."""
     if identity.is_recipient(row.to_addrs, row.cc_addrs):
         return "addressed to you (To/CC)"
-    if identity.name_mentioned(row.body_excerpt or "") or identity.name_mentioned(
-        row.subject or ""
-    ):
-        return "mentions you by name"
+    # What the row shows is checked here too, whatever was stored.
+    if identity.mentioned_in(row.subject or "") or identity.mentioned_in(row.body_excerpt or ""):
+        return "mentions you"
+    if getattr(row, "mention_identity", None) != identity.fingerprint:
+        return NOT_CHECKED
+    mentions = getattr(row, "mentions_you", None)
+    if mentions is None:
+        return "could not be read in full to check it does not mention you"
+    if mentions is not False:
+        return "mentions you (further into the message)"
     if "\\Flagged" in (row.flags or []):
         return "you flagged it"
     return None

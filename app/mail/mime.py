@@ -9,7 +9,14 @@ parser alone costs ~0.2 ms for a typical 3-10 KB message (it works line by
 line in Python), about twice what this whole function takes; finding headers
 with one regex and boundaries with `bytes.find` copes just as well with the
 64 KiB partial fetch cutting a message anywhere. Only the headers the mirror
-needs are decoded, and only as much body as the excerpt needs.
+needs are decoded, and only as much body as the excerpt needs, unless an
+identity is given: then every text the message carries (subject, each text/*
+part including attachments and forwarded messages, HTML both as rendered text
+and as unescaped source) is read to decide whether it mentions the person.
+
+HTML becomes text through lexbor (selectolax), an HTML5 parser; the one
+hand-written step left is `_close_runaway_raw_text`, because an HTML5 parser
+reads everything after an unclosed <style> or <title> as CSS or title text.
 """
 
 from __future__ import annotations
@@ -17,10 +24,14 @@ from __future__ import annotations
 import binascii
 import html
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+from urllib.parse import unquote_to_bytes
+
+from selectolax.lexbor import LexborHTMLParser
 
 from app.mail.addresses import (
     decode_base64,
@@ -28,6 +39,9 @@ from app.mail.addresses import (
     decode_text_bytes,
     parse_address_list,
 )
+
+if TYPE_CHECKING:
+    from app.mail.identity import Identity
 
 __all__ = ["ParsedMessage", "decode_header_text", "html_to_text", "parse_message"]
 
@@ -43,27 +57,21 @@ _NOT_A_FIELD = re.compile(rb"\n(?![!-9;-~]+[ \t]*:|[ \t]|\r?\Z)")  # a literal f
 _PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
 _MSGID = re.compile(r"<([^<>]*)>")
 
-# HTML to text.
-_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
-_HTML_DROP = re.compile(
-    r"<(script|style)\b.*?(?:</\1\s*>|\Z)|<(head|title)\b.*?</\2\s*>", re.IGNORECASE | re.DOTALL
+# HTML to text (lexbor). Block elements become line breaks, cells and images
+# spaces; a private-use character stands for a break while the source's own
+# line breaks (mere spaces in HTML) are flattened.
+_BLOCK_ELEMENTS = frozenset(
+    {"p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote", "pre"}
+    | {"ul", "ol", "dl", "dt", "dd", "section", "article", "header", "footer", "center"}
+    | {"address", "form", "fieldset", "figure", "figcaption", "main", "nav", "aside"}
 )
-
-
-def _any_case(*tags: str) -> str:
-    """`br` -> `[bB][rR]`: several times faster than re.IGNORECASE on long HTML."""
-    return "|".join(
-        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in t) for t in tags
-    )
-
-
-_BLOCK_TAGS = _any_case(
-    "br", "p", "div", "tr", "li", "h[1-6]", "table", "blockquote", "hr", "pre", "ul", "ol",
-    "dl", "dt", "dd", "section", "article", "header", "footer", "center", "address",
-)  # fmt: skip
-_HTML_BLOCK = re.compile(rf"</?(?:{_BLOCK_TAGS})\b[^>]*>")
-_HTML_CELL = re.compile(rf"</?(?:{_any_case('td', 'th', 'img')})\b[^>]*>")
-_HTML_TAG = re.compile(r"<[a-zA-Z/!?][^>]*>")
+_BREAK_ELEMENTS = frozenset({"br", "hr"})
+_CELL_ELEMENTS = frozenset({"td", "th", "img"})
+_NOT_SHOWN = ["head", "script", "style", "title", "template"]
+_BREAK = "\ue000"
+# Raw-text elements whose missing end tag makes a parser swallow the document.
+_RAW_TEXT_OPEN = re.compile(r"<(style|title)\b[^>]*>", re.IGNORECASE)
+_TAG_LIKE = re.compile(r"<[a-zA-Z/]")
 
 # Plain-text tidying. Python's regex engine costs ~25 ns per character for a
 # character class even where nothing matches, so whitespace is normalised with
@@ -110,6 +118,9 @@ class ParsedMessage:
     precedence: str | None = None
     auto_submitted: str | None = None
     has_attachments: bool = False
+    # Whether the subject or any text of the message mentions the person (see
+    # `Identity.mentioned_in`); None when not checked or not fully readable.
+    mentions_you: bool | None = None
     problems: tuple[str, ...] = ()
 
 
@@ -169,27 +180,78 @@ def _prefix_text(source: str, convert: Callable[[str], str], limit: int, ratio: 
         size *= 4
 
 
-def html_to_text(html_text: str) -> str:
-    """Readable text from an HTML body: scripts, styles and comments dropped,
-    entities unescaped, block elements as line breaks.
+def _close_runaway_raw_text(source: str) -> str:
+    """End each <style>/<title> before the first tag inside it.
 
-    Source line breaks mean nothing in HTML, so they become spaces before
-    block tags put the real breaks in. An unclosed <head>
-    or <title> is kept rather than dropped to the end, so a broken page can
-    never hide the body (and a name in it) from the safety check.
+    CSS and titles never contain tags, so a tag there means the end tag is
+    missing; an HTML5 parser would take the rest of the document for CSS (the
+    bug where a name after an unclosed <style> went unseen). Cheap: only the
+    characters between such an element's start and its first `<` are read.
     """
-    text = _HTML_COMMENT.sub(" ", html_text)
-    text = _HTML_DROP.sub(" ", text)
-    last = text.rfind("<")
-    if last >= 0 and ">" not in text[last:]:  # a tag cut off by truncation
-        text = text[:last]
+    out: list[str] = []
+    copied = 0
+    search_from = 0
+    while True:
+        start = _RAW_TEXT_OPEN.search(source, search_from)
+        if start is None:
+            break
+        tag = start[1].lower()
+        first = _TAG_LIKE.search(source, start.end())
+        if first is None:
+            break  # raw text to the end, e.g. a cut-off message: nothing to recover
+        at = first.start()
+        if source[at : at + 2 + len(tag)].lower() == f"</{tag}":
+            search_from = at + 2
+            continue
+        out += (source[copied:at], f"</{tag}>")
+        copied = search_from = at
+    if not out:
+        return source
+    out.append(source[copied:])
+    return "".join(out)
+
+
+def html_to_text(html_text: str) -> str:
+    """Readable text from an HTML body: what the page shows, with block
+    elements as line breaks and entities unescaped; scripts, styles, the head
+    and comments dropped.
+
+    Source line breaks mean nothing in HTML, so they become spaces. A style or
+    title left open is closed before the next tag, so a broken page cannot
+    hide the body (and a name in it) from the safety check.
+    """
+    return _tidy(_render_html(html_text))
+
+
+def _render_html(html_text: str) -> str:
+    """`html_to_text` before whitespace is tidied: what the mention check reads
+    (tidying a long text costs as much as reading it)."""
+    if not html_text:
+        return ""
+    source = html_text
+    if _RAW_TEXT_OPEN.search(source):
+        source = _close_runaway_raw_text(source)
+    tree = LexborHTMLParser(source)
+    tree.strip_tags(_NOT_SHOWN)
+    root = tree.root
+    if root is None:
+        return ""
+    # One walk over the elements (a CSS query per kind costs more: each
+    # selector is compiled anew).
+    for node in root.traverse():
+        tag = node.tag
+        if tag in _BLOCK_ELEMENTS:
+            node.insert_before(_BREAK)
+            node.insert_after(_BREAK)
+        elif tag in _BREAK_ELEMENTS:
+            node.insert_after(_BREAK)
+        elif tag in _CELL_ELEMENTS:
+            node.insert_before(" ")
+    text = root.text(separator="")
     for char in "\r\n\t\x0c":  # source line breaks are just spaces in HTML
         if char in text:
             text = text.replace(char, " ")
-    text = _HTML_BLOCK.sub("\n", text)
-    text = _HTML_CELL.sub(" ", text)
-    text = _HTML_TAG.sub("", text)
-    return _tidy(html.unescape(text))
+    return text.replace(_BREAK, "\n")
 
 
 def _calendar_text(ics: str) -> str:
@@ -273,18 +335,49 @@ def _content_type(value: str | None, default: str) -> tuple[str, dict[str, str]]
 
 
 def _params(text: str) -> dict[str, str]:
+    """Content-Type / Content-Disposition parameters, names lower-cased.
+
+    RFC 2231 is decoded: `name*=charset'lang'%XX..` and continuations
+    `name*0*=`, `name*1=` .. joined in order and decoded from their charset.
+    An extended value wins over a plain one of the same name (senders add the
+    plain one as an ASCII fallback).
+    """
     params: dict[str, str] = {}
+    pieces: dict[str, dict[int, tuple[str, bool]]] = {}
     for name, value in _PARAM.findall(text):
         value = value.strip()
-        if value.startswith('"'):
+        quoted = value.startswith('"')
+        if quoted:
             value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
             value = value.replace('\\"', '"').replace("\\\\", "\\")
         key = name.lower()
-        if key.endswith("*"):  # RFC 2231 charset'lang'value; only names need it here
-            key = key[:-1]
-            value = value.split("'", 2)[-1]
-        params.setdefault(key, value)
+        if "*" not in key:
+            params.setdefault(key, value)
+            continue
+        base, _, rest = key.partition("*")
+        extended = rest.endswith("*") or rest == ""
+        index = rest.rstrip("*")
+        if not base or (index and not index.isdigit()):
+            continue
+        pieces.setdefault(base, {}).setdefault(int(index or 0), (value, extended and not quoted))
+    for base, numbered in pieces.items():
+        params[base] = _rfc2231_value([numbered[i] for i in sorted(numbered)])
     return params
+
+
+def _rfc2231_value(pieces: list[tuple[str, bool]]) -> str:
+    """Join RFC 2231 pieces (value, percent-encoded?) and decode their charset."""
+    charset: str | None = None
+    data = bytearray()
+    for n, (value, encoded) in enumerate(pieces):
+        if n == 0 and encoded and value.count("'") >= 2:
+            charset, _lang, value = value.split("'", 2)
+        if encoded:
+            data += unquote_to_bytes(value)
+        else:
+            data += value.encode("utf-8", "replace")
+    text, _problem = decode_text_bytes(bytes(data), charset or None)
+    return text
 
 
 def _msgid(value: str | None) -> str | None:
@@ -320,18 +413,27 @@ class _Leaf:
     charset: str | None
     encoding: str
     body: bytes
+    text: str | None = None  # decoded once, for the excerpt and the mention check
+    html_text: str | None = None  # the whole HTML rendered (untidied), once needed
+    unreadable: bool = False
 
 
 @dataclass(slots=True)
 class _Walk:
     """What a walk over the MIME tree found; bodies are decoded later, and only
-    as many as the excerpt needs."""
+    as many as the excerpt (or the mention check) needs."""
 
     plain: list[_Leaf]
     rich: list[_Leaf]
     calendar: list[_Leaf]
+    # Text that is not the message's own body but still "the message" for the
+    # mention check: text attachments, other text/* parts, forwarded messages.
+    extra: list[_Leaf] = field(default_factory=list)
+    # Header-ish text of parts: attachment names, forwarded messages' headers.
+    names: list[str] = field(default_factory=list)
     attachments: bool = False
     truncated: bool = False
+    skipped: bool = False  # parts left unread (too many, too deep)
     parts: int = 0
 
 
@@ -377,10 +479,14 @@ def _walk(
     depth: int = 0,
     default: str = "text/plain",
     related: bool = False,
+    own_body: bool = True,
 ) -> None:
+    """Sort one entity's leaves into the walk. `own_body` is False inside a
+    forwarded message: its text is read for mentions, never for the excerpt."""
     walk.parts += 1
     kind, params = _content_type(headers.raw(b"content-type"), default)
     if walk.parts > MAX_PARTS or depth > MAX_DEPTH:
+        walk.skipped = True
         if walk.parts == MAX_PARTS + 1 or depth == MAX_DEPTH + 1:
             problems.append("too many or too deeply nested MIME parts; the rest is skipped")
         return
@@ -407,39 +513,76 @@ def _walk(
                         depth=depth + 1,
                         default=child_default,
                         related=kind == "multipart/related",
+                        own_body=own_body,
                     )
                 return
     if kind in _SIGNATURES:  # S/MIME and PGP plumbing, not something the person attached
         return
     disposition, _, rest = (headers.raw(b"content-disposition") or "").partition(";")
     disposition = disposition.strip().lower()
-    if disposition == "attachment":
-        walk.attachments = True
+    filename = _params(";" + rest).get("filename") if rest else None
+    if filename or params.get("name"):
+        walk.names.append(decode_header_text(filename or params.get("name")))
+    encoding = (headers.raw(b"content-transfer-encoding") or "").strip().lower()
+    if kind in ("message/rfc822", "message/global"):
+        if disposition == "attachment" or not related:
+            walk.attachments = True
+        _walk_forwarded(_Leaf(kind, None, encoding, body), walk, depth)
         return
     if not kind.startswith("text/"):
         # Images inside multipart/related are the HTML's pictures, not attachments.
-        if not related and kind not in _REPORTS:
+        if disposition == "attachment" or (not related and kind not in _REPORTS):
             walk.attachments = True
+        if kind in _REPORTS:  # a bounce's per-recipient fields: plain text
+            walk.extra.append(_Leaf("text/plain", params.get("charset"), encoding, body))
         return
-    if disposition != "inline" and ("name" in params or "filename" in _params(";" + rest)):
-        walk.attachments = True  # a named text file, e.g. Apple Mail's attached .txt
-        return
-    encoding = (headers.raw(b"content-transfer-encoding") or "").strip().lower()
     leaf = _Leaf(kind, params.get("charset"), encoding, body)
-    if kind == "text/plain":
+    if disposition == "attachment" or (
+        disposition != "inline" and ("name" in params or filename is not None)
+    ):
+        walk.attachments = True  # e.g. Apple Mail's attached .txt
+        walk.extra.append(leaf)
+        return
+    if not own_body:
+        walk.extra.append(leaf)
+    elif kind == "text/plain":
         walk.plain.append(leaf)
     elif kind == "text/html":
         walk.rich.append(leaf)
     elif kind == "text/calendar":
         walk.calendar.append(leaf)
+    else:
+        walk.extra.append(leaf)
+
+
+def _walk_forwarded(leaf: _Leaf, walk: _Walk, depth: int) -> None:
+    """A message inside the message (a forward, a digest entry): its headers and
+    every text part count as the outer message's text. Its own oddities are not
+    the outer message's problems, so they are not reported."""
+    data = leaf.body
+    if leaf.encoding == "base64":  # not allowed for message/rfc822, but seen
+        data = decode_base64(data) or b""
+    elif leaf.encoding == "quoted-printable":
+        data = binascii.a2b_qp(data)
+    scratch: list[str] = []
+    inner_headers, inner_body = _split_entity(data, scratch)
+    for name in (b"subject", b"from", b"to", b"cc", b"reply-to"):
+        value = inner_headers.joined(name)
+        if value:
+            walk.names.append(decode_header_text(value))
+    _walk(inner_headers, inner_body, walk, scratch, depth=depth + 1, own_body=False)
 
 
 def _leaf_text(leaf: _Leaf, problems: list[str]) -> str:
+    if leaf.text is not None:
+        return leaf.text
     data = leaf.body
     if leaf.encoding == "base64":
         decoded = decode_base64(data)
         if decoded is None:
             problems.append("undecodable base64 body")
+            leaf.unreadable = True
+            leaf.text = ""
             return ""
         data = decoded
     elif leaf.encoding == "quoted-printable":
@@ -447,11 +590,19 @@ def _leaf_text(leaf: _Leaf, problems: list[str]) -> str:
     text, problem = decode_text_bytes(data, leaf.charset)
     if problem:
         problems.append(f"body: {problem}")
+    leaf.text = text
     return text
 
 
-def _excerpt(walk: _Walk, excerpt_chars: int, problems: list[str]) -> str:
-    """text/plain if it says anything, else HTML as text, else the invitation."""
+def _leaf_html_text(leaf: _Leaf, problems: list[str]) -> str:
+    if leaf.html_text is None:
+        leaf.html_text = _render_html(_leaf_text(leaf, problems))
+    return leaf.html_text
+
+
+def _excerpt(walk: _Walk, excerpt_chars: int, problems: list[str], *, whole: bool) -> str:
+    """text/plain if it says anything, else HTML as text, else the invitation.
+    `whole`: the HTML is converted in full anyway (for the mention check)."""
     limit = excerpt_chars
     if limit <= 0:
         return ""
@@ -465,7 +616,10 @@ def _excerpt(walk: _Walk, excerpt_chars: int, problems: list[str]) -> str:
                 break
     if not texts:
         for leaf in walk.rich:
-            text = _prefix_text(_leaf_text(leaf, problems), html_to_text, limit, ratio=4)
+            if whole:
+                text = _prefix_text(_leaf_html_text(leaf, problems), _tidy, limit)
+            else:
+                text = _prefix_text(_leaf_text(leaf, problems), html_to_text, limit, ratio=4)
             if text:
                 texts.append(text)
                 limit -= len(text) + 2
@@ -478,6 +632,49 @@ def _excerpt(walk: _Walk, excerpt_chars: int, problems: list[str]) -> str:
     return "\n\n".join(t for t in texts if t)[:excerpt_chars].rstrip()
 
 
+def _unfold_ics(ics: str) -> str:
+    return ics.replace("\r\n ", "").replace("\r\n\t", "").replace("\n ", "").replace("\n\t", "")
+
+
+def _mention_texts(subject: str, walk: _Walk, problems: list[str]) -> Iterator[str]:
+    """Everything the message says. HTML is read twice:
+    as the text it renders to, and as unescaped source, which also holds what a
+    parser hides (comments, hidden or swallowed elements, attribute values);
+    reading too much errs towards "mentions you", the safe side."""
+    yield subject
+    for leaf in walk.plain:
+        yield _leaf_text(leaf, problems)
+    for leaf in walk.rich:
+        yield _leaf_html_text(leaf, problems)
+        yield html.unescape(_leaf_text(leaf, problems))
+    for leaf in walk.calendar:
+        yield _unfold_ics(_leaf_text(leaf, problems))
+    yield from walk.names
+    for leaf in walk.extra:
+        text = _leaf_text(leaf, problems)
+        if leaf.kind == "text/html":
+            yield _leaf_html_text(leaf, problems)
+            yield html.unescape(text)
+        elif leaf.kind == "text/calendar":
+            yield _unfold_ics(text)
+        else:
+            yield text
+
+
+def _mentions(identity: Identity, subject: str, walk: _Walk) -> bool | None:
+    """True if anything the message holds mentions the person; None when part of
+    it could not be read (so "no" cannot be said), else False."""
+    scratch: list[str] = []  # decoding trouble here is not the excerpt's problem
+    # Text by text, not joined: an all-ASCII text takes the fast path, and
+    # one non-ASCII character must not send all the others down the slow one.
+    if identity.mentioned_in_any(_mention_texts(subject, walk, scratch)):
+        return True
+    leaves = (*walk.plain, *walk.rich, *walk.calendar, *walk.extra)
+    if walk.skipped or any(leaf.unreadable for leaf in leaves):
+        return None
+    return False
+
+
 # ------------------------------------------------------------------------- public
 
 
@@ -485,17 +682,25 @@ def _pg_optional(value: str | None) -> str | None:
     return _pg_text(value) if value else None
 
 
-def parse_message(raw: bytes, *, excerpt_chars: int = 2000) -> ParsedMessage:
-    """The mirror's columns for one fetched message; never raises."""
+def parse_message(
+    raw: bytes, *, excerpt_chars: int = 2000, identity: Identity | None = None
+) -> ParsedMessage:
+    """The mirror's columns for one fetched message; never raises.
+
+    With an `identity`, `mentions_you` says whether the subject or any text the
+    message holds mentions the person (None: not checked, or not readable)."""
     problems: list[str] = []
     try:
-        return _parse(raw if isinstance(raw, bytes) else bytes(raw or b""), excerpt_chars, problems)
+        data = raw if isinstance(raw, bytes) else bytes(raw or b"")
+        return _parse(data, excerpt_chars, problems, identity)
     except Exception as exc:  # a bug here must cost one message's columns, not a sync
         problems.append(f"could not parse: {type(exc).__name__}: {exc}"[:200])
         return ParsedMessage(problems=tuple(dict.fromkeys(_pg_text(p) for p in problems)))
 
 
-def _parse(raw: bytes, excerpt_chars: int, problems: list[str]) -> ParsedMessage:
+def _parse(
+    raw: bytes, excerpt_chars: int, problems: list[str], identity: Identity | None
+) -> ParsedMessage:
     headers, body = _split_entity(raw, problems)
     from_raw = headers.raw(b"from")
     senders = parse_address_list(from_raw, problems=problems)
@@ -515,7 +720,9 @@ def _parse(raw: bytes, excerpt_chars: int, problems: list[str]) -> ParsedMessage
     )
     walk = _Walk([], [], [])
     _walk(headers, body, walk, problems)
-    excerpt = _excerpt(walk, excerpt_chars, problems)
+    excerpt = _excerpt(walk, excerpt_chars, problems, whole=identity is not None)
+    subject = decode_header_text(headers.raw(b"subject"), problems=problems)
+    mentions = _mentions(identity, subject, walk) if identity is not None else None
     precedence = headers.text(b"precedence", problems)
     auto_submitted = headers.text(b"auto-submitted", problems)
     opt = _pg_optional
@@ -530,7 +737,7 @@ def _parse(raw: bytes, excerpt_chars: int, problems: list[str]) -> ParsedMessage
         to_display=_pg_text(decode_header_text(to_raw)),
         cc_display=_pg_text(decode_header_text(cc_raw)),
         reply_to=opt(reply_to[0][1] if reply_to else None),
-        subject=_pg_text(decode_header_text(headers.raw(b"subject"), problems=problems)),
+        subject=_pg_text(subject),
         date=_date(headers.raw(b"date"), problems),
         body_excerpt=_pg_text(excerpt),
         list_unsubscribe=opt(headers.text(b"list-unsubscribe", problems)),
@@ -538,5 +745,6 @@ def _parse(raw: bytes, excerpt_chars: int, problems: list[str]) -> ParsedMessage
         precedence=opt(precedence.lower() if precedence else None),
         auto_submitted=opt(auto_submitted.lower() if auto_submitted else None),
         has_attachments=walk.attachments,
+        mentions_you=mentions,
         problems=tuple(dict.fromkeys(_pg_text(p) for p in problems)),
     )

@@ -55,10 +55,14 @@ class EmailRow:
     list_id: str | None
     precedence: str | None
     auto_submitted: str | None
+    # The executor's verdict over the whole message (not just the excerpt) and
+    # the identity fingerprint it was decided against; None = not checked.
+    mentions_you: bool | None = None
+    mention_identity: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> EmailRow:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
 
     @property
     def ref(self) -> EmailRef:

@@ -7,8 +7,10 @@ from typing import Any
 
 from app.jobs.models import JobType
 from executor.context import JobContext
-from executor.handlers.mutations import handle_mutation, handle_undo
+from executor.handlers.mutations import handle_mutation
+from executor.handlers.rescore import handle_rescore
 from executor.handlers.sync import handle_sync
+from executor.handlers.undo import handle_undo
 
 Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
 
@@ -20,4 +22,5 @@ HANDLERS: dict[JobType, Handler] = {
     JobType.MOVE: handle_mutation,
     JobType.LABEL: handle_mutation,
     JobType.UNDO: handle_undo,
+    JobType.RESCORE: handle_rescore,
 }

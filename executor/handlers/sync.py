@@ -3,9 +3,17 @@
 Per folder: UIDVALIDITY decides whether the stored UIDs still mean anything;
 new UIDs come from the stored cursor in micro-batches (each batch, the cursor
 move and its progress event commit together); flag changes come from
-CONDSTORE's CHANGEDSINCE when offered, else a flag scan; expunged messages are
-reconciled from a UID SEARCH. The server is only ever EXAMINEd and fetched
-with BODY.PEEK, so nothing is marked read.
+CONDSTORE's SEARCH MODSEQ when offered, else a flag scan of the mirrored UIDs;
+expunged messages are reconciled from a UID SEARCH. The server is only ever
+EXAMINEd and fetched with BODY.PEEK, so nothing is marked read.
+
+Seeing the server as it is now: STATUS is asked only with no folder selected
+(a selected folder's STATUS answers from the session's old view), and a folder
+is left (UNSELECT) once synced. Fetches go through `UidFetcher`: explicit UID
+lists in chunks, answers trusted only when they are about the UID asked for.
+A folder's pass from EXAMINE to its last row write holds the folder's mirror
+fence (executor/folder_lock.py), so a mutation of the same folder never
+interleaves its writes with rows read before it.
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import imapclient
-from imapclient.imapclient import seq_to_parenstr_upper
-from imapclient.response_parser import parse_fetch_response
 
 from executor import mirror_writes as mirror
 from executor.context import JobContext, PermanentJobError
+from executor.folder_lock import FolderFence, folder_lock
+from executor.imap_fetch import UidFetcher
+from executor.imap_session import leave_folder
+from executor.mentions import MentionCheck, enqueue_rescore_if_stale
 from executor.parsing import ParserPool, RawMessage
 
 log = logging.getLogger(__name__)
@@ -67,11 +77,11 @@ def _body(data: dict[bytes, Any]) -> bytes:
 
 
 def fetch_raw(
-    client: imapclient.IMAPClient, uids: Sequence[int], condstore: bool
+    fetcher: UidFetcher, uids: Sequence[int], condstore: bool
 ) -> tuple[list[RawMessage], list[dict[str, Any]]]:
     """Fetch one micro-batch (runs in a worker thread); parsing happens elsewhere."""
     items = FETCH_ITEMS + (["MODSEQ"] if condstore else [])
-    response = client.fetch(list(uids), items)
+    response = fetcher.fetch(uids, items, required=(b"INTERNALDATE", b"RFC822.SIZE"))
     raws: list[RawMessage] = []
     problems: list[dict[str, Any]] = []
     for uid in uids:
@@ -133,45 +143,28 @@ def uids_after(client: imapclient.IMAPClient, last_seen: int) -> list[int]:
     return sorted(u for u in client.search(["UID", f"{last_seen + 1}:*"]) if u > last_seen)
 
 
-def fetch_uid_range(
-    client: imapclient.IMAPClient,
-    uid_set: str,
-    items: list[str],
-    modifiers: list[str] | None = None,
-) -> dict[int, dict[bytes, Any]]:
-    """UID FETCH over a range like `1:500`.
-
-    `IMAPClient.fetch` keeps only the UIDs it was given one by one, and listing
-    10,000 UIDs would overflow the server's command-line limit; this sends the
-    compact range and keeps every response.
-    """
-    imap = client._imap
-    tag = imap._command(
-        "UID",
-        "FETCH",
-        uid_set,
-        seq_to_parenstr_upper(items),
-        seq_to_parenstr_upper(modifiers) if modifiers else None,
-    )
-    typ, data = imap._command_complete("FETCH", tag)
-    client._checkok("fetch", typ, data)
-    typ, data = imap._untagged_response(typ, data, "FETCH")
-    return parse_fetch_response(data, client.normalise_times, True)
-
-
 def flag_changes(
-    client: imapclient.IMAPClient, max_uid: int, changed_since: int | None
+    fetcher: UidFetcher, known: Sequence[int], changed_since: int | None
 ) -> dict[int, tuple[tuple[str, ...], int | None]]:
-    if max_uid <= 0:
+    """Current flags of the mirrored UIDs that may have changed (worker thread).
+
+    With CONDSTORE, `SEARCH MODSEQ` names the messages changed since the last
+    sync (MODSEQ n matches mod-sequences >= n, RFC 7162 §3.1.5) and only those
+    are fetched; without it every mirrored UID is fetched. Either way explicit
+    UID chunks, so no answer for another number is ever kept.
+    """
+    wanted = set(known)
+    if not wanted:
         return {}
-    modifiers = [f"CHANGEDSINCE {changed_since}"] if changed_since is not None else None
-    items = ["FLAGS"] + (["MODSEQ"] if changed_since is not None else [])
-    response = fetch_uid_range(client, f"1:{max_uid}", items, modifiers)
-    return {
-        uid: (_flags(data.get(b"FLAGS", ())), _modseq(data))
-        for uid, data in response.items()
-        if uid <= max_uid
-    }
+    if changed_since is not None:
+        hits = fetcher.client.search(["MODSEQ", str(changed_since + 1)])
+        uids = sorted(wanted.intersection(int(u) for u in hits))
+        items = ["FLAGS", "MODSEQ"]
+    else:
+        uids = sorted(wanted)
+        items = ["FLAGS"]
+    response = fetcher.fetch(uids, items, required=tuple(i.encode() for i in items))
+    return {uid: (_flags(data.get(b"FLAGS", ())), _modseq(data)) for uid, data in response.items()}
 
 
 def is_unchanged(cursor: mirror.FolderCursor | None, state: FolderState, condstore: bool) -> bool:
@@ -198,6 +191,8 @@ class SyncRun:
         self.remaining: dict[str, int] = {}
         self.batches = 0
         self.parser = ctx.parser or ParserPool(0)
+        # "Mentions you" is decided as messages are fetched (executor/mentions.py).
+        self.mentions = MentionCheck.from_settings(ctx.settings)
 
     @property
     def total(self) -> int:
@@ -205,6 +200,8 @@ class SyncRun:
 
     async def run(self) -> dict[str, Any]:
         ctx = self.ctx
+        if self.mentions.identity is not None:  # rows checked against another identity
+            await enqueue_rescore_if_stale(ctx.store, self.mentions.identity)
         client = await ctx.imap.ensure()
         condstore = ctx.imap.condstore
         requested = ctx.job.payload.get("folders")
@@ -212,14 +209,19 @@ class SyncRun:
             not isinstance(requested, list) or not all(isinstance(f, str) for f in requested)
         ):
             raise PermanentJobError("payload.folders must be a list of folder names")
+        # Cursors before LIST: a folder a mutation creates meanwhile (and mirrors
+        # at once) must not look like one that vanished from the server.
+        async with ctx.store.pool.connection() as conn:
+            cursors = await mirror.load_cursors(conn)
         on_server = await ctx.imap.call(list_sync_folders, client)
         folders = requested or on_server
         missing = [f for f in folders if f not in on_server]
         if missing:
             raise PermanentJobError(f"no such folder on the server: {', '.join(missing)}")
 
-        async with ctx.store.pool.connection() as conn:
-            cursors = await mirror.load_cursors(conn)
+        # A mutation job (or an earlier sync) may have left a folder selected on
+        # this connection, and STATUS of that folder would answer from the past.
+        await self.leave(client)
         states = {f: await ctx.imap.call(folder_status, client, f, condstore) for f in folders}
         for f, st in states.items():
             cur = cursors.get(f)
@@ -245,12 +247,18 @@ class SyncRun:
         if requested is None:
             gone = [f for f in cursors if f not in on_server]
             if gone:
-                async with ctx.store.fenced_transaction(ctx.lease) as conn:
+                async with (
+                    folder_lock(ctx, *gone),
+                    ctx.store.fenced_transaction(ctx.lease) as conn,
+                ):
                     for f in gone:
                         await mirror.drop_folder(conn, f)
                 summary["dropped_folders"] = gone
         summary["processed"] = self.base + self.done
         return summary
+
+    async def leave(self, client: imapclient.IMAPClient) -> None:
+        await self.ctx.imap.call(leave_folder, client, "UNSELECT" in self.ctx.imap.capabilities)
 
     async def sync_folder(
         self,
@@ -260,11 +268,38 @@ class SyncRun:
         status: FolderState,
         condstore: bool,
     ) -> dict[str, int]:
+        """One folder: skip it when STATUS says nothing changed, else a fenced pass."""
         ctx = self.ctx
         result = {"new": 0, "flag_changes": 0, "deleted": 0, "problems": 0}
         if is_unchanged(cursor, status, condstore):
             self.remaining[folder] = 0
             return result
+        try:
+            async with folder_lock(ctx, folder) as fence:
+                await self.folder_pass(client, folder, condstore, fence, result)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.leave(client)
+            raise
+        await self.leave(client)
+        return result
+
+    async def folder_pass(
+        self,
+        client: imapclient.IMAPClient,
+        folder: str,
+        condstore: bool,
+        fence: FolderFence,
+        result: dict[str, int],
+    ) -> None:
+        """EXAMINE → new messages → flag changes → expunges, under the folder's fence.
+
+        The cursor is read again under the fence: another job may have
+        advanced it (or reset the folder) since this job started.
+        """
+        ctx = self.ctx
+        async with ctx.store.pool.connection() as conn:
+            cursor = (await mirror.load_cursors(conn)).get(folder)
         state = await ctx.imap.call(examine, client, folder)
         last_seen = 0
         if cursor is None or cursor.uidvalidity != state.uidvalidity:
@@ -281,65 +316,25 @@ class SyncRun:
             last_seen = cursor.last_seen_uid
 
         new_uids = await ctx.imap.call(uids_after, client, last_seen)
+        fetcher = UidFetcher.for_folder(
+            client,
+            exists=state.messages,
+            uidnext=state.uidnext,
+            known_uids=new_uids if last_seen == 0 else None,
+        )
         self.remaining[folder] = len(new_uids)
-        batches = [
-            new_uids[i : i + self.batch_size] for i in range(0, len(new_uids), self.batch_size)
-        ]
-        pending: asyncio.Task[Any] | None = None
-        try:
-            if batches:
-                pending = asyncio.create_task(
-                    ctx.imap.call(fetch_raw, client, batches[0], condstore)
-                )
-            for index, uids in enumerate(batches):
-                assert pending is not None
-                raws, problems = await pending
-                pending = None
-                if index + 1 < len(batches):
-                    # Fetch the next batch while this one is written: IMAP and
-                    # Postgres work overlap.
-                    pending = asyncio.create_task(
-                        ctx.imap.call(fetch_raw, client, batches[index + 1], condstore)
-                    )
-                fetched, parse_problems = await self.parser.parse(raws)
-                problems += parse_problems
-                self.done += len(uids)
-                self.remaining[folder] -= len(uids)
-                self.batches += 1
-                result["new"] += len(fetched)
-                result["problems"] += len(problems)
-                async with ctx.store.fenced_transaction(ctx.lease) as conn:
-                    await mirror.upsert_messages(conn, folder, state.uidvalidity, fetched)
-                    await ctx.progress(
-                        f"{folder}: {len(fetched)} message(s) mirrored"
-                        + (f", {len(problems)} with problems" if problems else ""),
-                        processed=self.base + self.done,
-                        total_estimate=self.total,
-                        level="warning" if problems else "info",
-                        data={
-                            "phase": "fetch",
-                            "folder": folder,
-                            "batch": self.batches,
-                            "items_found": len(fetched),
-                            "uids": [m.uid for m in fetched],
-                            "has_more": self.total > self.base + self.done,
-                            "problems": problems,
-                        },
-                        conn=conn,
-                    )
-                ctx.checkpoint()
-        finally:
-            if pending is not None:
-                with contextlib.suppress(Exception):
-                    await pending
+        await self.fetch_new(folder, state, new_uids, fetcher, condstore, fence, result)
 
         max_uid = max([last_seen, *new_uids])
         if cursor is not None and last_seen > 0:
             since = cursor.highestmodseq if condstore and cursor.highestmodseq else None
             if since is None or since != state.highestmodseq:
-                changes = await ctx.imap.call(flag_changes, client, last_seen, since)
                 async with ctx.store.pool.connection() as conn:
                     stored = await mirror.folder_flags(conn, folder, state.uidvalidity)
+                # With CONDSTORE every mirrored UID may be named (SEARCH MODSEQ is
+                # cheap); a full scan only covers what the cursor had seen.
+                known = [u for u in stored if since is not None or u <= last_seen]
+                changes = await ctx.imap.call(flag_changes, fetcher, known, since)
                 changed = {
                     uid: value
                     for uid, value in changes.items()
@@ -375,7 +370,74 @@ class SyncRun:
                     },
                     conn=conn,
                 )
-        return result
+
+    async def fetch_new(
+        self,
+        folder: str,
+        state: FolderState,
+        new_uids: list[int],
+        fetcher: UidFetcher,
+        condstore: bool,
+        fence: FolderFence,
+        result: dict[str, int],
+    ) -> None:
+        """New messages in micro-batches; the next batch is fetched while this one
+        is written (IMAP and Postgres overlap), except right before the fence is
+        yielded: nothing read before a yield may be written after it."""
+        ctx = self.ctx
+        batches = [
+            new_uids[i : i + self.batch_size] for i in range(0, len(new_uids), self.batch_size)
+        ]
+        pending: asyncio.Task[Any] | None = None
+        try:
+            for index, uids in enumerate(batches):
+                if pending is None:
+                    pending = asyncio.create_task(
+                        ctx.imap.call(self.mentions.fetch, fetch_raw, fetcher, uids, condstore)
+                    )
+                raws, problems = await pending
+                pending = None
+                yield_now = fence.due()
+                if index + 1 < len(batches) and not yield_now:
+                    pending = asyncio.create_task(
+                        ctx.imap.call(
+                            self.mentions.fetch, fetch_raw, fetcher, batches[index + 1], condstore
+                        )
+                    )
+                fetched, parse_problems = await self.parser.parse(raws, self.mentions.identity)
+                problems += parse_problems
+                self.done += len(uids)
+                self.remaining[folder] -= len(uids)
+                self.batches += 1
+                result["new"] += len(fetched)
+                result["problems"] += len(problems)
+                async with ctx.store.fenced_transaction(ctx.lease) as conn:
+                    await mirror.upsert_messages(conn, folder, state.uidvalidity, fetched)
+                    await ctx.progress(
+                        f"{folder}: {len(fetched)} message(s) mirrored"
+                        + (f", {len(problems)} with problems" if problems else ""),
+                        processed=self.base + self.done,
+                        total_estimate=self.total,
+                        level="warning" if problems else "info",
+                        data={
+                            "phase": "fetch",
+                            "folder": folder,
+                            "batch": self.batches,
+                            "items_found": len(fetched),
+                            "uids": [m.uid for m in fetched],
+                            "has_more": self.total > self.base + self.done,
+                            "problems": problems,
+                        },
+                        conn=conn,
+                    )
+                ctx.checkpoint()
+                if yield_now and index + 1 < len(batches):
+                    await fence.yield_()
+                    fetcher.dense = None  # a job in between may have expunged: learn it again
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
 
 
 async def handle_sync(ctx: JobContext) -> dict[str, Any]:

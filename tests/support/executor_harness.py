@@ -18,7 +18,14 @@ from executor.app import Executor
 
 
 def executor_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"lease_seconds": 5.0, "poll_seconds": 0.2, "sync_batch_size": 50}
+    # The live mirror (watcher, sweeps) is off unless a test asks for it: its
+    # syncs would otherwise run between the steps other tests make and check.
+    values: dict[str, Any] = {
+        "lease_seconds": 5.0,
+        "poll_seconds": 0.2,
+        "sync_batch_size": 50,
+        "live_mirror": False,
+    }
     values.update(overrides)
     return Settings(**values)
 

@@ -27,7 +27,22 @@ _COLUMNS = (
     "list_id",
     "precedence",
     "auto_submitted",
+    "mentions_you",
+    "mention_identity",
 )
+
+
+def _as_synced(row: dict[str, Any]) -> dict[str, Any]:
+    """The "mentions you" verdict a sync with the default identity would store
+    (from what the row holds), unless the test set its own."""
+    if "mentions_you" in row and "mention_identity" in row:
+        return row
+    from app.config import Settings
+    from app.mail.identity import Identity
+
+    me = Identity.from_settings(Settings())
+    named = me.mentioned_in(row["subject"]) or me.mentioned_in(row["body_excerpt"])
+    return {"mentions_you": named, "mention_identity": me.fingerprint, **row}
 
 
 def email(uid: int, **fields: Any) -> dict[str, Any]:
@@ -57,6 +72,7 @@ def email(uid: int, **fields: Any) -> dict[str, Any]:
 
 
 async def insert_emails(pool: Any, rows: list[dict[str, Any]]) -> None:
+    rows = [_as_synced(r) for r in rows]
     cols = ", ".join(_COLUMNS)
     params = ", ".join(f"%({c})s" for c in _COLUMNS)
     async with pool.connection() as conn:

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.mail.identity import Identity
 from app.mail.mime import ParsedMessage, decode_header_text, html_to_text, parse_message
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mime"
@@ -308,8 +309,11 @@ def test_newsletter_padding_characters_are_dropped() -> None:
     [
         ("<p>a&nbsp;&lt;b&gt;</p><br><div>c</div>", "a <b>\n\nc"),
         ("<P>Upper</P><BR/>case<Br>tags", "Upper\n\ncase\ntags"),
-        ("<td>x</td><td>y</td>", "x y"),
-        ("a<!-- hidden -->b<!--[if mso]>outlook<![endif]-->c", "a b c"),
+        # Cells are spaced; a stray <td> outside a table is no cell in HTML5.
+        ("<table><tr><td>x</td><td>y</td></tr></table>", "x y"),
+        ("<td>x</td><td>y</td>", "xy"),
+        # A comment is nothing at all, as a browser shows it (not a space).
+        ("a<!-- hidden -->b<!--[if mso]>outlook<![endif]-->c", "abc"),
         ("<script>var a = '<p>';</script>shown<style>p{}</style>", "shown"),
         ("<head><title>t</title></head><body>body</body>", "body"),
         ("<head><style>x</style>no closing head <p>body", "no closing head\nbody"),
@@ -317,10 +321,76 @@ def test_newsletter_padding_characters_are_dropped() -> None:
         ("&#169; &copy; &#x20AC; &bogus; &amp;amp;", "© © € &bogus; &amp;"),
         ("cut off <a href='x", "cut off"),
         ("<header>kept</header>", "kept"),
+        # A style or title left open does not swallow the page that follows.
+        ("<body><style>p { color: red }<p>Hello Alex</p></body>", "Hello Alex"),
+        ("<title>Update <p>body text", "body text"),
+        ("<style><!-- p {} --></style><p>ok</p>", "ok"),
+        ("<p>a < b and c > d</p>", "a < b and c > d"),
     ],
 )
 def test_html_to_text(html: str, text: str) -> None:
     assert html_to_text(html) == text
+
+
+# ------------------------------------------------- "mentions you" over the whole message
+
+ME = Identity("alex.roy@example.com", "Alex Roy", ("aroy@example.com",))
+
+
+def test_without_an_identity_nothing_is_decided() -> None:
+    assert parse("qp_latin1.eml").mentions_you is None  # "Bonjour Alex" in the body
+
+
+def test_rfc2231_names_are_decoded_and_count_as_the_message_s_text() -> None:
+    raw = load("rfc2231_attachment_names.eml")
+    p = parse_message(raw, identity=Identity("z@x.example", "Zoë Ørsted"))
+    # filename*0*=iso-8859-1'fr'Re%E7u%20de%20; filename*1*=Zo%EB%20%D8rsted; filename*2=".txt"
+    assert p.mentions_you is True and p.has_attachments
+    assert p.body_excerpt == "Two documents were scanned."  # attachments stay out of it
+    # The base64 HTML attachment (name="scan 2.html") is read too.
+    assert parse_message(raw, identity=Identity("p@x.example", "Second Page")).mentions_you
+    assert parse_message(raw, identity=Identity("n@x.example", "Nobody Here")).mentions_you is False
+
+
+def test_a_forwarded_message_counts_but_stays_out_of_the_excerpt() -> None:
+    inner = b"From: a@b.example\r\nSubject: notes for Alex\r\n\r\nnothing here\r\n"
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\n"
+        b"Content-Type: text/plain\r\n\r\nsee attached\r\n--o\r\n"
+        b"Content-Type: message/rfc822\r\n\r\n" + inner + b"--o--\r\n"
+    )
+    p = parse_message(raw, identity=ME)
+    assert p.mentions_you is True and p.body_excerpt == "see attached" and p.has_attachments
+
+
+def test_parts_left_unread_make_the_verdict_unknown_not_no() -> None:
+    parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nfiller\r\n" for _ in range(250))
+    raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n"
+    assert parse_message(raw, identity=ME).mentions_you is None
+    named = raw.replace(b"filler", b"Hi Alex", 1)
+    assert parse_message(named, identity=ME).mentions_you is True
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"<p>Thanks, Al<b>ex</b>!</p>", True),  # a name split by inline markup
+        (b"<p>Hello</p><p>Roy</p>", True),
+        (b"<p>Ren&#233; and <!-- Alex --> friends</p>", True),  # comments count (safe side)
+        (b'<a href="mailto:aroy@example.com">write to us</a>', True),  # attribute values too
+        (b"<p>Alexander and royalty</p>", False),
+    ],
+)
+def test_html_is_read_as_rendered_text_and_as_source(body: bytes, expected: bool) -> None:
+    raw = b"Content-Type: text/html; charset=utf-8\r\n\r\n" + body
+    assert parse_message(raw, identity=ME).mentions_you is expected
+
+
+def test_the_mention_check_reads_past_the_excerpt() -> None:
+    body = b"word " * 10_000 + b"\r\nregards, alex\r\n"
+    raw = b"Content-Type: text/plain\r\n\r\n" + body
+    p = parse_message(raw, identity=ME)
+    assert p.mentions_you is True and "alex" not in p.body_excerpt
 
 
 # ---------------------------------------------------------------- property tests
@@ -411,6 +481,14 @@ def mangled_fixture(draw: st.DrawFn) -> bytes:
 @given(mangled_fixture())
 def test_parse_never_raises_on_mangled_fixtures(raw: bytes) -> None:
     assert_storable(parse_message(raw))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mangled_fixture() | st.lists(st.sampled_from(MIME_TOKENS), max_size=60).map(b"".join))
+def test_the_mention_check_never_raises_either(raw: bytes) -> None:
+    p = parse_message(raw, identity=ME)
+    assert_storable(p)
+    assert p.mentions_you in (True, False, None)
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)

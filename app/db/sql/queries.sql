@@ -225,6 +225,11 @@ WITH expired AS (
 )
 SELECT * FROM upd;
 
+-- name: listen_pending_jobs
+-- The executor's wake-up hint: the imap_jobs_notify trigger (001) sends on this
+-- channel when a job becomes pending.
+LISTEN imap_jobs_pending;
+
 -- name: record_approval
 INSERT INTO approvals (thread_id, interrupt_id, action, params, messages)
 VALUES (%(thread_id)s, %(interrupt_id)s, %(action)s, %(params)s, %(messages)s)
@@ -277,12 +282,13 @@ INSERT INTO emails (
     folder, uidvalidity, uid, message_id, in_reply_to, from_addr, from_name,
     to_addrs, cc_addrs, to_display, cc_display, reply_to, subject, date, internal_date,
     flags, labels, body_excerpt, list_unsubscribe, list_id, precedence, auto_submitted,
-    has_attachments, size, modseq, synced_at)
+    has_attachments, size, modseq, mentions_you, mention_identity, synced_at)
 VALUES (
     %(folder)s, %(uidvalidity)s, %(uid)s, %(message_id)s, %(in_reply_to)s, %(from_addr)s, %(from_name)s,
     %(to_addrs)s, %(cc_addrs)s, %(to_display)s, %(cc_display)s, %(reply_to)s, %(subject)s, %(date)s,
     %(internal_date)s, %(flags)s, %(labels)s, %(body_excerpt)s, %(list_unsubscribe)s, %(list_id)s,
-    %(precedence)s, %(auto_submitted)s, %(has_attachments)s, %(size)s, %(modseq)s, now())
+    %(precedence)s, %(auto_submitted)s, %(has_attachments)s, %(size)s, %(modseq)s,
+    %(mentions_you)s, %(mention_identity)s, now())
 ON CONFLICT (folder, uidvalidity, uid) DO UPDATE SET
     message_id = EXCLUDED.message_id, in_reply_to = EXCLUDED.in_reply_to,
     from_addr = EXCLUDED.from_addr, from_name = EXCLUDED.from_name,
@@ -293,7 +299,9 @@ ON CONFLICT (folder, uidvalidity, uid) DO UPDATE SET
     body_excerpt = EXCLUDED.body_excerpt, list_unsubscribe = EXCLUDED.list_unsubscribe,
     list_id = EXCLUDED.list_id, precedence = EXCLUDED.precedence,
     auto_submitted = EXCLUDED.auto_submitted, has_attachments = EXCLUDED.has_attachments,
-    size = EXCLUDED.size, modseq = EXCLUDED.modseq, synced_at = now();
+    size = EXCLUDED.size, modseq = EXCLUDED.modseq,
+    mentions_you = EXCLUDED.mentions_you, mention_identity = EXCLUDED.mention_identity,
+    synced_at = now();
 
 -- name: folder_flags
 SELECT uid, flags FROM emails WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s;
@@ -328,14 +336,73 @@ INSERT INTO emails (
     folder, uidvalidity, uid, message_id, in_reply_to, from_addr, from_name,
     to_addrs, cc_addrs, to_display, cc_display, reply_to, subject, date, internal_date,
     flags, labels, body_excerpt, list_unsubscribe, list_id, precedence, auto_submitted,
-    has_attachments, size, modseq, synced_at)
+    has_attachments, size, modseq, mentions_you, mention_identity, synced_at)
 SELECT %(target)s, %(target_uidvalidity)s, %(target_uid)s, message_id, in_reply_to, from_addr, from_name,
     to_addrs, cc_addrs, to_display, cc_display, reply_to, subject, date, internal_date,
     %(flags)s, labels, body_excerpt, list_unsubscribe, list_id, precedence, auto_submitted,
-    has_attachments, size, NULL, now()
+    has_attachments, size, NULL, mentions_you, mention_identity, now()
 FROM src
 WHERE %(target_uid)s::bigint IS NOT NULL AND %(target_uidvalidity)s::bigint IS NOT NULL
 ON CONFLICT (folder, uidvalidity, uid) DO NOTHING;
+
+-- The mirror fence (executor/folder_lock.py): a session-level advisory lock per
+-- folder, held on one connection while a job reads that folder on IMAP and
+-- writes its rows. Postgres drops it when the session ends (a killed worker).
+
+-- name: mirror_fence_timeout
+-- Transaction-local: one wait for the fence lasts at most this long.
+SELECT set_config('lock_timeout', %(timeout)s, true);
+
+-- name: mirror_fence_wait
+SELECT pg_advisory_lock(hashtextextended('piper.mirror:' || %(folder)s, 0));
+
+-- name: mirror_fence_release
+SELECT pg_advisory_unlock(hashtextextended('piper.mirror:' || %(folder)s, 0)) AS released;
+
+-- name: mirror_fence_release_all
+SELECT pg_advisory_unlock_all();
+
+-- name: mirror_fence_held
+-- Whether some session holds the fence of a folder (tests and diagnostics).
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND database = (
+        SELECT oid FROM pg_database WHERE datname = current_database())
+      AND ((classid::bigint << 32) | objid::bigint)
+          = hashtextextended('piper.mirror:' || %(folder)s, 0)
+) AS held;
+
+-- name: mention_stale_summary
+-- Rows whose "mentions you" verdict was not decided against the given identity
+-- fingerprint (never checked, unreadable, or another identity). Written as IS NULL / < / >
+-- so the emails_mention_identity index serves it (a b-tree cannot serve <>).
+SELECT count(*) AS n, max(id) AS max_id,
+       coalesce(array_agg(DISTINCT coalesce(mention_identity, '')), '{}') AS fingerprints
+FROM emails
+WHERE mention_identity IS NULL OR mention_identity < %(fingerprint)s
+   OR mention_identity > %(fingerprint)s;
+
+-- name: mention_stale_rows
+-- The same rows, by folder, for the rescore job (current UIDVALIDITY only).
+SELECT e.folder, e.uidvalidity, array_agg(e.uid ORDER BY e.uid) AS uids
+FROM emails e
+JOIN mail_folders f ON f.folder = e.folder AND f.uidvalidity = e.uidvalidity
+WHERE e.mention_identity IS NULL OR e.mention_identity < %(fingerprint)s
+   OR e.mention_identity > %(fingerprint)s
+GROUP BY e.folder, e.uidvalidity
+ORDER BY e.folder;
+
+-- name: update_mentions
+UPDATE emails SET mentions_you = %(mentions_you)s, mention_identity = %(mention_identity)s
+WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s AND uid = %(uid)s;
+
+-- name: active_rescore
+-- A rescore job still to run or running: while there is one, no other is started
+-- (the stale rows shrink as it works, which would otherwise look like new work).
+SELECT job_id FROM imap_jobs
+WHERE job_type = 'rescore' AND status IN ('pending', 'running')
+ORDER BY created_at
+LIMIT 1;
 
 -- ---------------------------------------------------------------------------
 -- Mirror reads (web and graph).
@@ -344,7 +411,7 @@ ON CONFLICT (folder, uidvalidity, uid) DO NOTHING;
 -- Every word must appear in the sender, the subject or the excerpt.
 SELECT folder, uidvalidity, uid, message_id, from_addr, from_name, to_addrs, cc_addrs,
        to_display, cc_display, subject, date, flags, labels, body_excerpt,
-       list_unsubscribe, list_id, precedence, auto_submitted
+       list_unsubscribe, list_id, precedence, auto_submitted, mentions_you, mention_identity
 FROM emails e
 WHERE (%(folder)s::text IS NULL OR folder = %(folder)s)
   AND (%(unread)s::boolean IS NULL OR (NOT ('\Seen' = ANY (flags))) = %(unread)s)
@@ -364,7 +431,8 @@ LIMIT %(limit)s;
 -- name: emails_by_identity
 SELECT e.folder, e.uidvalidity, e.uid, e.message_id, e.from_addr, e.from_name, e.to_addrs, e.cc_addrs,
        e.to_display, e.cc_display, e.subject, e.date, e.flags, e.labels, e.body_excerpt,
-       e.list_unsubscribe, e.list_id, e.precedence, e.auto_submitted
+       e.list_unsubscribe, e.list_id, e.precedence, e.auto_submitted, e.mentions_you,
+       e.mention_identity
 FROM emails e
 JOIN unnest(%(folders)s::text[], %(uidvalidities)s::bigint[], %(uids)s::bigint[])
      WITH ORDINALITY AS k(folder, uidvalidity, uid, n)
@@ -375,7 +443,8 @@ ORDER BY k.n;
 -- Everything in one folder (current UIDVALIDITY), newest first, for scoring.
 SELECT e.folder, e.uidvalidity, e.uid, e.message_id, e.from_addr, e.from_name, e.to_addrs, e.cc_addrs,
        e.to_display, e.cc_display, e.subject, e.date, e.flags, e.labels, e.body_excerpt,
-       e.list_unsubscribe, e.list_id, e.precedence, e.auto_submitted
+       e.list_unsubscribe, e.list_id, e.precedence, e.auto_submitted, e.mentions_you,
+       e.mention_identity
 FROM emails e
 JOIN mail_folders f ON f.folder = e.folder AND f.uidvalidity = e.uidvalidity
 WHERE e.folder = %(folder)s
@@ -400,3 +469,304 @@ JOIN unnest(%(job_ids)s::uuid[], %(afters)s::int[]) AS k(job_id, after)
   ON e.job_id = k.job_id AND e.seq > k.after
 ORDER BY e.job_id, e.seq
 LIMIT %(limit)s;
+
+-- ---------------------------------------------------------------------------
+-- Approval-bound mutation jobs and their change record (005). A mutation job
+-- is made from its approval row by the database; `imap_job_changes` says,
+-- message by message, what each attempt intended and what it applied.
+
+-- name: enqueue_approved
+-- Type, params and messages are copied from the approval by SQL, so no caller
+-- can enqueue other work under it; a second call returns nothing (one job per approval).
+INSERT INTO imap_jobs (job_type, payload, approval_id, max_attempts, total_estimate)
+SELECT a.action,
+       a.params || jsonb_build_object('messages', a.messages) || %(extra)s::jsonb,
+       a.approval_id, %(max_attempts)s, jsonb_array_length(a.messages)
+FROM approvals a
+WHERE a.approval_id = %(approval_id)s
+ON CONFLICT (approval_id) DO NOTHING
+RETURNING *;
+
+-- name: get_job_by_approval
+SELECT * FROM imap_jobs WHERE approval_id = %(approval_id)s;
+
+-- name: job_changes
+SELECT * FROM imap_job_changes WHERE job_id = %(job_id)s ORDER BY folder, uidvalidity, uid;
+
+-- name: change_intend
+-- Write-ahead, before a batch touches IMAP. A row an earlier attempt wrote wins:
+-- what it saw first (flags before) is what undo must restore.
+INSERT INTO imap_job_changes (
+    job_id, folder, uidvalidity, uid, message_id, subject, state, attempt,
+    flags_before, flags_added, flags_removed, folder_after, uidvalidity_after, uid_floor)
+VALUES (
+    %(job_id)s, %(folder)s, %(uidvalidity)s, %(uid)s, %(message_id)s, %(subject)s, 'intended',
+    %(attempt)s, %(flags_before)s, %(flags_added)s, %(flags_removed)s, %(folder_after)s,
+    %(uidvalidity_after)s, %(uid_floor)s)
+ON CONFLICT (job_id, folder, uidvalidity, uid) DO NOTHING;
+
+-- name: change_settle
+-- The outcome of one message the job touched: its 'intended' row becomes
+-- applied / failed / skipped. Final rows never change.
+UPDATE imap_job_changes SET
+    state = %(state)s,
+    flags_after = coalesce(%(flags_after)s, flags_after),
+    folder_after = coalesce(%(folder_after)s, folder_after),
+    uidvalidity_after = coalesce(%(uidvalidity_after)s, uidvalidity_after),
+    uid_after = coalesce(%(uid_after)s, uid_after),
+    reason = %(reason)s,
+    updated_at = now()
+WHERE job_id = %(job_id)s AND folder = %(folder)s AND uidvalidity = %(uidvalidity)s
+  AND uid = %(uid)s AND state = 'intended';
+
+-- name: change_skip
+-- A message the job never touched (stale UIDVALIDITY, gone before the job...).
+-- An existing row is left to change_settle.
+INSERT INTO imap_job_changes (
+    job_id, folder, uidvalidity, uid, message_id, subject, state, attempt, reason)
+VALUES (
+    %(job_id)s, %(folder)s, %(uidvalidity)s, %(uid)s, %(message_id)s, %(subject)s, 'skipped',
+    %(attempt)s, %(reason)s)
+ON CONFLICT (job_id, folder, uidvalidity, uid) DO NOTHING;
+
+-- name: change_summaries
+-- Finished cards read the record: per job, how many messages changed and which.
+SELECT job_id,
+       count(*) FILTER (WHERE state = 'applied') AS applied,
+       count(*) FILTER (WHERE state = 'skipped') AS skipped,
+       count(*) FILTER (WHERE state = 'failed') AS failed,
+       count(*) FILTER (WHERE state = 'intended') AS intended,
+       coalesce(array_agg(uid ORDER BY folder, uid) FILTER (WHERE state = 'applied'), '{}') AS uids
+FROM imap_job_changes
+WHERE job_id = ANY (%(job_ids)s::uuid[])
+GROUP BY job_id;
+
+-- ---------------------------------------------------------------------------
+-- The live mirror (007): deduplicated automatic syncs, the IDLE watcher's lease,
+-- the per-account IMAP connection budget, and the mirror change log the page
+-- follows. Every lease here runs on the database clock.
+
+-- name: enqueue_pending_sync
+-- An automatic sync: a pending job already holding the key wins (the caller
+-- then reads it); the key frees itself when the job starts (trigger in 007).
+INSERT INTO imap_jobs (job_type, payload, pending_key, max_attempts)
+VALUES ('sync', %(payload)s, %(pending_key)s, %(max_attempts)s)
+ON CONFLICT (pending_key) WHERE pending_key IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- name: pending_sync_by_key
+SELECT * FROM imap_jobs WHERE pending_key = %(pending_key)s;
+
+-- name: enqueue_sweep_if_due
+-- The interval sweep of every folder, in one statement: only once something
+-- was mirrored, and only when no all-folder sync is pending or running and
+-- none was made within the interval (a person's /sync counts too).
+INSERT INTO imap_jobs (job_type, payload, pending_key, max_attempts)
+SELECT 'sync', %(payload)s, %(pending_key)s, %(max_attempts)s
+WHERE EXISTS (SELECT 1 FROM mail_folders)
+  AND NOT EXISTS (SELECT 1 FROM imap_jobs j WHERE j.status = 'pending'
+                  AND j.job_type = 'sync' AND NOT (j.payload ? 'folders'))
+  AND NOT EXISTS (SELECT 1 FROM imap_jobs j WHERE j.status = 'running'
+                  AND j.job_type = 'sync' AND NOT (j.payload ? 'folders'))
+  AND NOT EXISTS (SELECT 1 FROM imap_jobs j
+                  WHERE j.created_at > now() - make_interval(secs => %(interval)s)
+                    AND j.job_type = 'sync' AND NOT (j.payload ? 'folders'))
+ON CONFLICT (pending_key) WHERE pending_key IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- name: folder_is_mirrored
+SELECT EXISTS (SELECT 1 FROM mail_folders WHERE folder = %(folder)s) AS mirrored;
+
+-- name: watcher_acquire
+-- Take (or keep) the watch of one folder: granted when free, expired, or ours.
+INSERT INTO imap_watchers AS w (account, folder, owner, lease_expires_at)
+VALUES (%(account)s, %(folder)s, %(owner)s, now() + make_interval(secs => %(lease_seconds)s))
+ON CONFLICT (account, folder) DO UPDATE SET
+    owner = EXCLUDED.owner,
+    lease_expires_at = EXCLUDED.lease_expires_at,
+    acquired_at = CASE WHEN w.owner = EXCLUDED.owner THEN w.acquired_at ELSE now() END
+WHERE w.owner = EXCLUDED.owner OR w.lease_expires_at <= now()
+RETURNING owner, acquired_at;
+
+-- name: watcher_renew
+UPDATE imap_watchers SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE account = %(account)s AND folder = %(folder)s AND owner = %(owner)s
+RETURNING owner;
+
+-- name: watcher_release
+DELETE FROM imap_watchers
+WHERE account = %(account)s AND folder = %(folder)s AND owner = %(owner)s;
+
+-- name: watcher_holder
+-- Who watches now (expired leases count as nobody); tests and diagnostics.
+SELECT owner, acquired_at, lease_expires_at FROM imap_watchers
+WHERE account = %(account)s AND folder = %(folder)s AND lease_expires_at > now();
+
+-- name: budget_acquire
+-- The lowest free slot in [low, high]: missing, or its lease expired. Two
+-- takers of the same slot: the second finds the fresh row and gets nothing.
+WITH free AS (
+    SELECT s FROM generate_series(%(low)s::int, %(high)s::int) AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM imap_connection_slots c
+        WHERE c.account = %(account)s AND c.slot = s AND c.lease_expires_at > now())
+    ORDER BY s
+    LIMIT 1
+)
+INSERT INTO imap_connection_slots AS c
+    (account, slot, holder, process, purpose, token, lease_expires_at, acquired_at)
+SELECT %(account)s, s, %(holder)s, %(process)s, %(purpose)s, gen_random_uuid(),
+       now() + make_interval(secs => %(lease_seconds)s), now()
+FROM free
+ON CONFLICT (account, slot) DO UPDATE SET
+    holder = EXCLUDED.holder, process = EXCLUDED.process, purpose = EXCLUDED.purpose,
+    token = EXCLUDED.token, lease_expires_at = EXCLUDED.lease_expires_at,
+    acquired_at = EXCLUDED.acquired_at
+WHERE c.lease_expires_at <= now()
+RETURNING slot, token;
+
+-- name: budget_renew
+-- One query per process renews every slot it holds; a slot missing from
+-- `held` was taken over (its lease had expired). `waiting_elsewhere`: other
+-- processes waiting for a slot, so idle connections here should be given back.
+WITH renewed AS (
+    UPDATE imap_connection_slots c
+    SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    FROM unnest(%(slots)s::int[], %(tokens)s::uuid[]) AS h(slot, token)
+    WHERE c.account = %(account)s AND c.slot = h.slot AND c.token = h.token
+    RETURNING c.slot
+)
+SELECT coalesce((SELECT array_agg(slot) FROM renewed), '{}') AS held,
+       (SELECT count(*) FROM imap_connection_waits w
+        WHERE w.account = %(account)s AND w.process <> %(process)s
+          AND w.expires_at > now()) AS waiting_elsewhere;
+
+-- name: budget_release
+DELETE FROM imap_connection_slots
+WHERE account = %(account)s AND slot = %(slot)s AND token = %(token)s;
+
+-- name: budget_wait
+INSERT INTO imap_connection_waits (account, waiter, process, expires_at)
+VALUES (%(account)s, %(waiter)s, %(process)s, now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (account, waiter) DO UPDATE SET expires_at = EXCLUDED.expires_at;
+
+-- name: budget_unwait
+DELETE FROM imap_connection_waits WHERE account = %(account)s AND waiter = %(waiter)s;
+
+-- name: budget_in_use
+-- Slots of an account held right now, with their holders (tests, diagnostics).
+SELECT slot, holder, process, purpose, lease_expires_at FROM imap_connection_slots
+WHERE account = %(account)s AND lease_expires_at > now()
+ORDER BY slot;
+
+-- name: mirror_changes_head
+-- The web's polling fallback for missed NOTIFYs: any new (or late-committed,
+-- or pruned) row changes one of the two numbers.
+SELECT coalesce(max(id), 0) AS last_id, count(*) AS n FROM mirror_changes;
+
+-- name: mirror_changes_prune
+DELETE FROM mirror_changes WHERE changed_at < now() - make_interval(secs => %(keep_seconds)s);
+
+-- name: mirror_folder_summary
+-- One folder as the page's notice shows it (current UIDVALIDITY only).
+-- `complete`: a pass over the folder finished (finish_folder sets uidnext;
+-- reset_folder clears it), so rows from here on are arrivals, not a first sync.
+SELECT count(*) AS messages,
+       count(*) FILTER (WHERE NOT ('\Seen' = ANY (e.flags))) AS unread,
+       coalesce(max(e.id), 0) AS last_id,
+       max(f.synced_at) AS synced_at,
+       max(f.uidnext) IS NOT NULL AS complete
+FROM mail_folders f
+LEFT JOIN emails e ON e.folder = f.folder AND e.uidvalidity = f.uidvalidity
+WHERE f.folder = %(folder)s;
+
+-- name: mirror_arrivals
+-- Rows of a folder mirrored after row id `after`, newest first.
+SELECT e.id, e.uid, e.from_addr, e.from_name, e.subject, e.date, e.flags
+FROM emails e
+JOIN mail_folders f ON f.folder = e.folder AND f.uidvalidity = e.uidvalidity
+WHERE e.folder = %(folder)s AND e.id > %(after)s
+ORDER BY e.id DESC
+LIMIT %(limit)s;
+
+-- ---------------------------------------------------------------------------
+-- Bounded growth (008): a finished job's folded card state (app/web/progress.py)
+-- and the cleaner (executor/cleaner.py). The cleaner deletes in statements of
+-- at most `limit` rows that skip locked ones, so it never holds locks for long
+-- and two executors' cleaners never wait for each other.
+
+-- name: job_progress_many
+SELECT job_id, progress FROM imap_jobs
+WHERE job_id = ANY (%(job_ids)s::uuid[]) AND progress IS NOT NULL;
+
+-- name: job_progress_save
+-- A finished job's fold, stored once, and only ever moved forward.
+UPDATE imap_jobs SET progress = %(progress)s
+WHERE job_id = %(job_id)s AND status IN ('completed', 'failed', 'cancelled')
+  AND (progress IS NULL OR jsonb_typeof(progress -> 'seq') IS DISTINCT FROM 'number'
+       OR (progress ->> 'seq')::numeric < %(seq)s);
+
+-- name: cleaner_prune_read_only_events
+-- Events of read-only jobs (sync, rescore) that finished before the cutoff.
+WITH doomed AS (
+    SELECT e.job_id, e.seq
+    FROM imap_jobs j
+    JOIN imap_job_types t ON t.job_type = j.job_type AND NOT t.is_mutation
+    JOIN imap_job_events e ON e.job_id = j.job_id
+    WHERE j.status IN ('completed', 'failed', 'cancelled') AND j.events_pruned_at IS NULL
+      AND coalesce(j.finished_at, j.created_at) < now() - make_interval(secs => %(keep_seconds)s)
+      AND j.approval_id IS NULL
+    LIMIT %(limit)s
+    FOR UPDATE OF e SKIP LOCKED
+)
+DELETE FROM imap_job_events e USING doomed d
+WHERE e.job_id = d.job_id AND e.seq = d.seq;
+
+-- name: cleaner_delete_read_only_jobs
+-- Then those jobs themselves, once none of their events is left. A job that
+-- has an approval or a change record is never one of them.
+WITH doomed AS (
+    SELECT j.job_id FROM imap_jobs j
+    JOIN imap_job_types t ON t.job_type = j.job_type AND NOT t.is_mutation
+    WHERE j.status IN ('completed', 'failed', 'cancelled') AND j.events_pruned_at IS NULL
+      AND coalesce(j.finished_at, j.created_at) < now() - make_interval(secs => %(keep_seconds)s)
+      AND j.approval_id IS NULL
+      AND NOT EXISTS (SELECT 1 FROM imap_job_events e WHERE e.job_id = j.job_id)
+      AND NOT EXISTS (SELECT 1 FROM imap_job_changes c WHERE c.job_id = j.job_id)
+    ORDER BY coalesce(j.finished_at, j.created_at)
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+)
+DELETE FROM imap_jobs j USING doomed d
+WHERE j.job_id = d.job_id
+RETURNING j.job_id;
+
+-- name: cleaner_kept_jobs
+-- Mutation jobs that finished before the cutoff and still have their events.
+-- The job, its approval and its change record are kept for good (undo is
+-- offered for every finished mutation); only the events go, once folded.
+SELECT j.* FROM imap_jobs j
+JOIN imap_job_types t ON t.job_type = j.job_type AND t.is_mutation
+WHERE j.status IN ('completed', 'failed', 'cancelled') AND j.events_pruned_at IS NULL
+  AND coalesce(j.finished_at, j.created_at) < now() - make_interval(secs => %(keep_seconds)s)
+ORDER BY coalesce(j.finished_at, j.created_at)
+LIMIT %(limit)s;
+
+-- name: cleaner_lock_kept_job
+-- Holds the row (every event append updates it first) while the cleaner folds
+-- the job's events and deletes them; a row another cleaner holds is skipped.
+SELECT job_id, last_seq, progress FROM imap_jobs
+WHERE job_id = %(job_id)s AND events_pruned_at IS NULL
+  AND status IN ('completed', 'failed', 'cancelled')
+FOR NO KEY UPDATE SKIP LOCKED;
+
+-- name: cleaner_prune_kept_job
+-- In the transaction that holds the row: the fold stored, the events it was
+-- folded from deleted, the job marked as cleaned.
+WITH gone AS (
+    DELETE FROM imap_job_events WHERE job_id = %(job_id)s AND seq <= %(seq)s
+    RETURNING seq
+)
+UPDATE imap_jobs SET progress = %(progress)s, events_pruned_at = now()
+WHERE job_id = %(job_id)s
+RETURNING (SELECT count(*) FROM gone) AS events;
