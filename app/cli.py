@@ -16,7 +16,7 @@ from typing import Any
 
 from app.config import ImapAccount, Settings, SettingsError, load_settings
 from app.db.connect import resolve_database_url
-from app.db.migrate import migrate
+from app.db.migrate import MigrationMismatch, migrate
 from app.jobs.models import MUTATION_JOB_TYPES, Job, JobStatus, JobType
 from app.logs import configure_logging
 
@@ -319,7 +319,11 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(args.fn(settings, args))
+    try:
+        sys.exit(args.fn(settings, args))
+    except MigrationMismatch as exc:
+        print(f"error: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -144,3 +144,30 @@ def test_an_executor_whose_database_is_unreachable_says_so_in_one_line(
     result = run_executor(tmp_path, env)
     assert result.returncode == 3, result.stderr
     assert "cannot reach the database" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "app.cli", "db", "migrate"],
+        ["-m", "uvicorn", "app.web.main:app", "--port", "0"],
+    ],
+    ids=["secretary-db-migrate", "web"],
+)
+def test_the_cli_and_the_web_refuse_a_changed_migration_in_one_line(
+    tmp_path: Path, database_url: str, command: list[str]
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE version = 2")
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=tmp_path,
+        env=clean_env(tmp_path, DATABASE_URL=database_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [ln for ln in result.stderr.splitlines() if "refusing to start" in ln]
+    assert "002_mirror.sql changed after it was applied" in line
