@@ -89,3 +89,13 @@ def web(database_url: str) -> Iterator[object]:
 
     with serve(database_url, sse_heartbeat_seconds=0.5) as running:
         yield running
+
+
+def pytest_terminal_summary(terminalreporter: object) -> None:
+    """Print the figures tests reported (tests/support/figures.py)."""
+    from tests.support.figures import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("figures")  # type: ignore[attr-defined]
+        for line in FIGURES:
+            terminalreporter.write_line(line)  # type: ignore[attr-defined]

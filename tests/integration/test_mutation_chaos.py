@@ -40,6 +40,7 @@ from tests.integration.test_mutations import (
     undo_everything_recorded,
 )
 from tests.support.executor_harness import imap_connect, wait_for_job
+from tests.support.figures import report
 
 SEED = int(os.environ.get("PIPER_CHAOS_SEED", "20261120"))
 CLEAN_RUNS = int(os.environ.get("PIPER_CHAOS_RUNS", "20"))
@@ -387,7 +388,7 @@ async def test_chaos_clean_killed_at_random_moves_each_message_once_and_undo_res
         SEED,
         target_folder=CLEANED,
     )
-    print(figures.line("clean"))
+    report(figures.line("clean"))
     assert figures.runs >= 20 and figures.kills_mid_job > 0
     assert figures.mismatches == 0
 
@@ -396,7 +397,7 @@ async def test_chaos_mark_read_killed_at_random_undo_makes_unread_mail_unread_ag
     store: JobStore, pool: Any, imap_account: ImapAccount, tmp_path: Path
 ) -> None:
     figures = await chaos_runs(store, pool, imap_account, tmp_path, JobType.MARK_READ, 4, SEED + 1)
-    print(figures.line("mark_read"))
+    report(figures.line("mark_read"))
     assert figures.kills_mid_job > 0 and figures.mismatches == 0
 
 
@@ -413,7 +414,7 @@ async def test_chaos_move_killed_at_random_moves_each_message_once_and_undo_rest
         SEED + 2,
         target_folder="Projects/Archive",
     )
-    print(figures.line("move"))
+    report(figures.line("move"))
     assert figures.kills_mid_job > 0 and figures.mismatches == 0
 
 
@@ -455,5 +456,5 @@ async def test_chaos_clean_cancelled_part_way_after_a_kill_is_undone_exactly(
             )
             await undo_and_check(store, pool, ex, imap_account, done, prior, rng, figures)
             figures.runs += 1
-    print(figures.line("clean-cancelled"))
+    report(figures.line("clean-cancelled"))
     assert figures.mismatches == 0
