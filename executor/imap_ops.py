@@ -15,13 +15,12 @@ import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from app.mail.folders import is_keyword
+from app.mail.message_ref import normalise_message_id
 from executor.imap_fetch import UidFetcher
 
 __all__ = ["is_keyword"]  # re-exported: the handlers decide label-as-flag here
 
 _COPYUID = re.compile(rb"\[COPYUID (\d+) ([\d:,]+) ([\d:,]+)\]", re.IGNORECASE)
-_MSGID = re.compile(r"<([^<>]*)>")
-_FOLDING = re.compile(r"\r?\n[ \t]+")
 MESSAGE_ID_FIELD = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
 
 
@@ -174,25 +173,6 @@ def special_use(client: imapclient.IMAPClient, folder: str) -> frozenset[str]:
         if name == folder:
             flags.update(_s(a) for a in attrs)
     return frozenset(flags)
-
-
-def normalise_message_id(value: str | bytes | None) -> str | None:
-    """A Message-ID as the mirror keeps it: unfolded, the text inside the first
-    <...>, stripped (the same rule as app.mail.mime). Compared exactly."""
-    if value is None:
-        return None
-    text = _s(value) if isinstance(value, bytes) else value
-    text = _FOLDING.sub(" ", text).strip()
-    if text[:11].lower() == "message-id:":
-        text = text[11:]
-    text = text.strip()
-    if not text:
-        return None
-    match = _MSGID.search(text)
-    if match:
-        return match[1].strip() or None
-    words = text.split()
-    return (words[0].strip("<>") or None) if words else None
 
 
 def fetch_state(

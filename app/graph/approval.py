@@ -24,7 +24,8 @@ from app.jobs.store import Change
 from app.mail import mirror_reads
 from app.mail.clean import CLEAN_FOLDER, assess_for_clean
 from app.mail.folders import discarding_folder_reason, is_keyword
-from app.mail.mirror_reads import EmailRef, EmailRow
+from app.mail.message_ref import MessageRef
+from app.mail.mirror_reads import EmailRow
 
 HIGH_CONFIDENCE = 0.9
 HIGH_GROUP_SIZE = 100
@@ -63,11 +64,11 @@ def _card(row: EmailRow, confidence: float, **extra: Any) -> dict[str, Any]:
 async def _rows_for(
     deps: GraphDeps, ids: Sequence[Any]
 ) -> tuple[list[EmailRow], list[dict[str, Any]]]:
-    refs: list[EmailRef] = []
+    refs: list[MessageRef] = []
     excluded: list[dict[str, Any]] = []
     for raw in ids:
         try:
-            refs.append(EmailRef.parse(raw))
+            refs.append(MessageRef.parse(raw))
         except (ValueError, KeyError, TypeError):
             excluded.append({"id": str(raw), "reason": "not a message id"})
     rows = await mirror_reads.emails_by_refs(deps.pool, dict.fromkeys(refs))
@@ -197,7 +198,7 @@ async def _undo_cards(
     shown = {r.ref: r for r in rows}
     cards = []
     for change in changes:
-        ref = EmailRef(change.folder, change.uidvalidity, change.uid)
+        ref = MessageRef(change.folder, change.uidvalidity, change.uid)
         ref_now = now_at[change.key]
         row = shown.get(ref_now) if ref_now is not None else None
         card: dict[str, Any] = (
@@ -234,14 +235,14 @@ async def _undo_cards(
     return cards, {"undo_of": str(job.job_id)}, desc
 
 
-def _current_ref(change: Change) -> EmailRef | None:
+def _current_ref(change: Change) -> MessageRef | None:
     """Where the record says the message is now, when it says exactly."""
     if change.uid_after is not None and change.uidvalidity_after is not None:
-        return EmailRef(
+        return MessageRef(
             change.folder_after or change.folder, change.uidvalidity_after, change.uid_after
         )
     if change.folder_after in (None, change.folder):
-        return EmailRef(change.folder, change.uidvalidity, change.uid)
+        return MessageRef(change.folder, change.uidvalidity, change.uid)
     return None
 
 

@@ -39,6 +39,7 @@ from app.mail.addresses import (
     decode_text_bytes,
     parse_address_list,
 )
+from app.mail.message_ref import normalise_message_id
 
 if TYPE_CHECKING:
     from app.mail.identity import Identity
@@ -380,16 +381,6 @@ def _rfc2231_value(pieces: list[tuple[str, bool]]) -> str:
     return text
 
 
-def _msgid(value: str | None) -> str | None:
-    if not value:
-        return None
-    match = _MSGID.search(value)
-    if match:
-        return match[1].strip() or None
-    words = value.split()
-    return words[0].strip("<>") or None if words else None
-
-
 def _date(value: str | None, problems: list[str]) -> datetime | None:
     if not value or not value.strip():
         return None
@@ -727,8 +718,8 @@ def _parse(
     auto_submitted = headers.text(b"auto-submitted", problems)
     opt = _pg_optional
     return ParsedMessage(
-        message_id=opt(_msgid(headers.raw(b"message-id"))),
-        in_reply_to=opt(_msgid(headers.raw(b"in-reply-to"))),
+        message_id=opt(normalise_message_id(headers.raw(b"message-id"))),
+        in_reply_to=opt(normalise_message_id(headers.raw(b"in-reply-to"))),
         references=tuple(_pg_text(r) for r in references),
         from_addr=opt(from_addr),
         from_name=opt(from_name),

@@ -10,28 +10,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from app.db.queries import query
-
-
-@dataclass(frozen=True)
-class EmailRef:
-    """A message's exact identity on the server: what approvals name."""
-
-    folder: str
-    uidvalidity: int
-    uid: int
-
-    @property
-    def id(self) -> str:
-        return f"{self.folder}:{self.uidvalidity}:{self.uid}"
-
-    @classmethod
-    def parse(cls, value: str | dict[str, Any]) -> EmailRef:
-        if isinstance(value, dict):
-            return cls(str(value["folder"]), int(value["uidvalidity"]), int(value["uid"]))
-        folder, validity, uid = str(value).rsplit(":", 2)
-        if not folder:
-            raise ValueError(f"bad message id {value!r}")
-        return cls(folder, int(validity), int(uid))
+from app.mail.message_ref import MessageRef
 
 
 @dataclass(frozen=True)
@@ -65,8 +44,8 @@ class EmailRow:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
 
     @property
-    def ref(self) -> EmailRef:
-        return EmailRef(self.folder, self.uidvalidity, self.uid)
+    def ref(self) -> MessageRef:
+        return MessageRef(self.folder, self.uidvalidity, self.uid)
 
     @property
     def id(self) -> str:
@@ -134,7 +113,7 @@ async def search_emails(
     return [EmailRow.from_row(r) for r in rows]
 
 
-async def emails_by_refs(pool: AsyncConnectionPool, refs: Iterable[EmailRef]) -> list[EmailRow]:
+async def emails_by_refs(pool: AsyncConnectionPool, refs: Iterable[MessageRef]) -> list[EmailRow]:
     refs = list(refs)
     if not refs:
         return []
@@ -161,3 +140,106 @@ async def folder_emails(
 async def mirror_counts(pool: AsyncConnectionPool) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
         return await (await conn.execute(query("mirror_counts"))).fetchall()
+
+
+@dataclass(frozen=True)
+class ScoredRow:
+    """A row as triage and /clean list it, with the scores stored at ingest."""
+
+    folder: str
+    uidvalidity: int
+    uid: int
+    date: datetime | None
+    from_addr: str | None
+    from_name: str | None
+    subject: str
+    flags: list[str]
+    category: str | None
+    confidence: float
+    reasons: list[str]
+    fresh: bool  # scored under the current rules and identity
+
+    @property
+    def id(self) -> str:
+        return f"{self.folder}:{self.uidvalidity}:{self.uid}"
+
+    @property
+    def unread(self) -> bool:
+        return "\\Seen" not in self.flags
+
+    @property
+    def sender(self) -> str:
+        if self.from_name and self.from_addr:
+            return f"{self.from_name} <{self.from_addr}>"
+        return self.from_addr or self.from_name or ""
+
+
+def _scored(row: dict[str, Any], prefix: str, fresh: bool | None = None) -> ScoredRow:
+    # Stored as `real`: round back to what the rules computed (3 decimals).
+    confidence = row[f"{prefix}_confidence"]
+    return ScoredRow(
+        folder=row["folder"],
+        uidvalidity=row["uidvalidity"],
+        uid=row["uid"],
+        date=row["date"],
+        from_addr=row["from_addr"],
+        from_name=row["from_name"],
+        subject=row["subject"],
+        flags=list(row["flags"] or []),
+        category=row[f"{prefix}_category"],
+        confidence=round(float(confidence or 0.0), 3),
+        reasons=list(row.get("triage_reasons") or row.get("clean_signals") or []),
+        fresh=bool(row["fresh"]) if fresh is None else fresh,
+    )
+
+
+async def top_by_triage(
+    pool: AsyncConnectionPool,
+    *,
+    folder: str,
+    category: str | None,
+    limit: int,
+    version: int,
+    fingerprint: str,
+    day: tuple[datetime, datetime] | None = None,
+    unread: bool = False,
+    zoom: bool = False,
+) -> list[ScoredRow]:
+    """The highest stored triage confidences (ties: newest first), whole folder."""
+    params = {
+        "folder": folder,
+        "category": category,
+        "limit": limit,
+        "version": version,
+        "fingerprint": fingerprint,
+        "day_start": day[0] if day else None,
+        "day_end": day[1] if day else None,
+        "unread": unread,
+        "zoom": zoom,
+    }
+    name = "triage_top_any" if category is None else "triage_top_category"
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(query(name), params)).fetchall()
+    return [_scored(r, "triage") for r in rows]
+
+
+async def stale_score_count(
+    pool: AsyncConnectionPool, *, folder: str, version: int, fingerprint: str
+) -> int:
+    params = {"folder": folder, "version": version, "fingerprint": fingerprint}
+    async with pool.connection() as conn:
+        row = await (await conn.execute(query("scores_stale_in_folder"), params)).fetchone()
+    return int(row["n"]) if row else 0
+
+
+async def clean_candidates(
+    pool: AsyncConnectionPool, *, folder: str, limit: int, version: int, fingerprint: str
+) -> tuple[list[ScoredRow], dict[str, int]]:
+    """Current /clean candidates, most confident first, and what was looked at:
+    {scanned, direct (involves the person or flagged), not_checked (stale)}."""
+    params = {"folder": folder, "limit": limit, "version": version, "fingerprint": fingerprint}
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(query("clean_candidates"), params)).fetchall()
+        summary = await (await conn.execute(query("clean_summary"), params)).fetchone()
+    counts = {k: int((summary or {}).get(k) or 0) for k in ("scanned", "direct", "not_checked")}
+    return [_scored(r, "clean", fresh=True) for r in rows], counts

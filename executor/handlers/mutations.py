@@ -42,6 +42,7 @@ from app.jobs.store import (
 )
 from app.mail.clean import CLEAN_FOLDER
 from app.mail.folders import discarding_folder_reason
+from app.mail.message_ref import MessageRef, normalise_message_id
 from executor import imap_ops
 from executor import mirror_writes as mirror
 from executor.context import JobContext, PermanentJobError
@@ -65,11 +66,12 @@ class Target:
     @classmethod
     def parse(cls, raw: Any) -> Target:
         try:
+            ref = MessageRef.parse(raw)
             return cls(
-                folder=str(raw["folder"]),
-                uidvalidity=int(raw["uidvalidity"]),
-                uid=int(raw["uid"]),
-                message_id=imap_ops.normalise_message_id(raw.get("message_id")),
+                folder=ref.folder,
+                uidvalidity=ref.uidvalidity,
+                uid=ref.uid,
+                message_id=normalise_message_id(raw.get("message_id")),
                 subject=str(raw.get("subject") or ""),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

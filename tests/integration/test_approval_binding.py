@@ -24,7 +24,7 @@ from app.graph.deps import GraphDeps
 from app.jobs.models import JobStatus, JobType
 from app.jobs.store import Approval, JobStore
 from app.mail.folders import discarding_folder_reason
-from executor.imap_ops import normalise_message_id
+from app.mail.message_ref import normalise_message_id
 from tests.integration.test_mutations import inbox_rows, synced
 from tests.support.executor_harness import running_executor, server_state, wait_for_job
 from tests.support.mirror_fixtures import email, insert_emails
