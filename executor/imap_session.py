@@ -11,13 +11,17 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from app.config import ImapAccount
+
+if TYPE_CHECKING:
+    from executor.connection_budget import ConnectionBudget, Slot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,13 +44,30 @@ class ImapUnavailable(Exception):
 
 
 class ImapSession:
-    def __init__(self, account: ImapAccount, *, timeout: float = 60.0, name: str = "imap") -> None:
+    def __init__(
+        self,
+        account: ImapAccount,
+        *,
+        timeout: float = 60.0,
+        name: str = "imap",
+        budget: ConnectionBudget | None = None,
+        purpose: str = "worker",
+        slot_wait: float | None = None,
+    ) -> None:
+        """With a `budget`, a connection opens only in a slot of the account's
+        connection budget (executor/connection_budget.py), waiting up to
+        `slot_wait` seconds (the budget's default when None) for one."""
         self.account = account
         self.timeout = timeout
         self.name = name
         self.client: imapclient.IMAPClient | None = None
         self.capabilities: frozenset[str] = frozenset()
         self.condstore = False
+        self.budget = budget
+        self.purpose = purpose
+        self.slot_wait = slot_wait
+        self.slot: Slot | None = None
+        self.last_used = time.monotonic()  # the budget closes connections idle too long
 
     def _connect_blocking(self) -> imapclient.IMAPClient:
         client = imapclient.IMAPClient(
@@ -72,6 +93,30 @@ class ImapSession:
 
     async def connect(self, *, attempts: int = 5, first_delay: float = 0.5) -> None:
         """Connect, backing off between failures (server restarting, network blip)."""
+        await self._take_slot()
+        try:
+            await self._connect(attempts, first_delay)
+        except BaseException:
+            await self._give_back_slot()
+            raise
+        self.last_used = time.monotonic()
+
+    async def _take_slot(self) -> None:
+        if self.budget is None or (self.slot is not None and not self.slot.lost):
+            return
+        from executor.connection_budget import BudgetExhausted
+
+        try:
+            self.slot = await self.budget.acquire(self.name, self.purpose, timeout=self.slot_wait)
+        except BudgetExhausted as exc:
+            raise ImapUnavailable(str(exc)) from exc
+
+    async def _give_back_slot(self) -> None:
+        slot, self.slot = self.slot, None
+        if slot is not None and self.budget is not None:
+            await self.budget.release(slot)
+
+    async def _connect(self, attempts: int, first_delay: float) -> None:
         delay = first_delay
         for attempt in range(1, attempts + 1):
             try:
@@ -106,15 +151,51 @@ class ImapSession:
         except CONNECTION_ERRORS:
             await self.discard()
             raise
+        finally:
+            self.last_used = time.monotonic()
+
+    async def leave_folder(self) -> None:
+        """Leave the selected state, expunging nothing, so STATUS tells the truth.
+
+        STATUS of the folder a connection has selected answers from that
+        session's old view on Dovecot (RFC 3501 §6.3.10 says not to ask it),
+        and mutation jobs leave folders selected read-write on this same
+        connection. Call this before any STATUS and when a folder is done.
+        """
+        if self.client is not None:
+            await self.call(leave_folder, self.client, "UNSELECT" in self.capabilities)
 
     async def discard(self) -> None:
+        """Log out (quietly) and give the connection's budget slot back."""
         client, self.client = self.client, None
-        if client is not None:
-            await asyncio.to_thread(_quiet_logout, client)
+        try:
+            if client is not None:
+                await asyncio.to_thread(_quiet_logout, client)
+        finally:
+            await self._give_back_slot()
 
     @property
     def is_gmail(self) -> bool:
         return "X-GM-EXT-1" in self.capabilities
+
+
+def leave_folder(client: imapclient.IMAPClient, has_unselect: bool) -> None:
+    """Blocking: return the connection to the authenticated state, expunging nothing.
+
+    UNSELECT when offered. Without it, EXAMINE then CLOSE: a mailbox selected
+    read-only is closed without expunging (RFC 3501 §6.4.2), whereas CLOSE of
+    a folder a mutation selected read-write would expunge its \\Deleted mail.
+    """
+    if has_unselect:
+        try:
+            client.unselect_folder()
+            return
+        except IMAPClientError as exc:
+            if "illegal in state" in str(exc):
+                return  # nothing selected: imaplib refused locally, nothing was sent
+            log.warning("UNSELECT failed (%s); leaving the folder by EXAMINE + CLOSE", exc)
+    client.select_folder("INBOX", readonly=True)
+    client.close_folder()
 
 
 def _quiet_logout(client: imapclient.IMAPClient) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,9 +15,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from app.config import Settings, load_settings
+from app.config import Settings, SettingsError, load_settings
 from app.db.connect import resolve_database_url
-from app.db.migrate import migrate
+from app.db.migrate import MigrationMismatch, migrate
 from app.db.pool import open_pool
 from app.graph.deps import GraphDeps
 from app.graph.planner import load_chat_model
@@ -23,20 +25,34 @@ from app.graph.service import ChatService
 from app.jobs.store import JobStore
 from app.web.errors import install_error_handlers
 from app.web.hub import EventHub
-from app.web.routes import chat, events, jobs, pages
-from app.web.security import SecurityMiddleware
+from app.web.routes import chat, events, jobs, mirror, pages
+from app.web.security import (
+    HostAllowlistMiddleware,
+    SecurityMiddleware,
+    allowed_hosts,
+    check_bind,
+    resolve_token_file,
+)
 
 HERE = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or load_settings()
+    """Build the app; raises SettingsError for wrong settings or an unsafe bind."""
+    settings = resolve_token_file(settings or load_settings())
+    check_bind(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         conninfo = await asyncio.to_thread(resolve_database_url, settings)
-        await asyncio.to_thread(migrate, conninfo)
+        try:
+            await asyncio.to_thread(migrate, conninfo)
+        except MigrationMismatch as exc:
+            # One line, not the traceback uvicorn prints for any lifespan error:
+            # the person has to restore a file, nothing else helps.
+            print(f"error: refusing to start: {exc}", file=sys.stderr, flush=True)
+            os._exit(3)
         pool = await open_pool(conninfo, min_size=2, max_size=20)
         store = JobStore(pool)
         hub = EventHub(store, conninfo, poll_seconds=settings.sse_poll_seconds)
@@ -66,9 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(SecurityMiddleware, token=settings.web_token)
+    # Added last, so it runs first: a foreign Host is refused before anything else.
+    app.add_middleware(HostAllowlistMiddleware, allowed=allowed_hosts(settings))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(mirror.router)
     app.include_router(chat.router)
     app.include_router(pages.router)
     return app
@@ -78,7 +97,12 @@ def __getattr__(name: str) -> FastAPI:
     # `uvicorn app.web.main:app` builds the app on first access, so importing
     # this module (tests, tools) does not read the environment.
     if name == "app":
-        application = create_app()
+        try:
+            application = create_app()
+        except SettingsError as exc:
+            # uvicorn imports us at start: one clear line, exit 2, no traceback.
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         globals()["app"] = application
         return application
     raise AttributeError(name)

@@ -130,11 +130,6 @@ def test_every_generated_request_gets_a_documented_non_5xx_answer(
         assert 409 in statuses["POST /api/jobs/{job_id}/cancel"], statuses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/web/routes/events.py documents its 200 as application/json; it is "
-    "text/event-stream (the route needs responses={200: {'content': {'text/event-stream': ...}}})",
-)
 def test_a_real_event_stream_matches_its_documented_content_type(
     api_schema: Any, fuzzed_server: Any
 ) -> None:

@@ -27,6 +27,8 @@ from app.config import ImapAccount
 from app.demo.mailbox import generate_mailbox, seed_via_imap
 from app.jobs.models import JobEvent, JobStatus, JobType, Lease
 from app.jobs.store import JobStore
+from executor.cleaner import Cleaner
+from executor.connection_budget import BudgetKeeper
 from executor.context import JobContext, lease_margin
 from executor.handlers import HANDLERS, Handler
 from executor.imap_session import ImapSession
@@ -224,7 +226,7 @@ async def test_every_executor_service_restarts_after_an_unexpected_error_and_job
     lease = 4.0
     # A long poll: a job enqueued while the executor idles is picked up
     # promptly only if the (restarted) listener delivers its NOTIFY.
-    settings = executor_settings(lease_seconds=lease, poll_seconds=60)
+    settings = executor_settings(lease_seconds=lease, poll_seconds=60, cleaner_interval=0.5)
 
     # A job whose worker "died": its lease runs out, and only a working reaper
     # brings it back.
@@ -236,6 +238,8 @@ async def test_every_executor_service_restarts_after_an_unexpected_error_and_job
     long_jobs: set[uuid.UUID] = set()
     crash_once(monkeypatch, crashed, Reaper, "tick")
     crash_once(monkeypatch, crashed, Listener, "tick")
+    crash_once(monkeypatch, crashed, BudgetKeeper, "tick")
+    crash_once(monkeypatch, crashed, Cleaner, "tick")
     crash_once(  # on its first renewal of the long job, while that job runs
         monkeypatch,
         crashed,
@@ -267,7 +271,7 @@ async def test_every_executor_service_restarts_after_an_unexpected_error_and_job
 
     assert done.status is JobStatus.COMPLETED, done.error
     assert done.attempt == 1, "the renewer stayed dead and the job lost its lease"
-    assert crashed == {"reaper", "listener", "lease-renewer"}
+    assert crashed == {"reaper", "listener", "lease-renewer", "connection-budget", "cleaner"}
     assert set(services) == crashed
     for name, service in services.items():
         assert service.restarts == 1, name
