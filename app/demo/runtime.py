@@ -14,7 +14,6 @@ from app.config import Settings
 if TYPE_CHECKING:
     from app.demo.dovecot import DovecotServer
 
-STATE_FILE = "demo-imap.json"
 
 
 def start_demo_server(
