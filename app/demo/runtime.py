@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from app.demo.dovecot import DovecotServer
 
 
-
 def start_demo_server(
     settings: Settings,
     *,
