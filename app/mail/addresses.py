@@ -238,8 +238,12 @@ def _address(candidate: str) -> str | None:
 
 
 def _display_name(words: list[str], comments: list[str], problems: list[str] | None) -> str:
-    raw = " ".join(words) if words else " ".join(comments)
-    name = decode_header_text(raw, problems=problems)
+    return _unquoted(
+        decode_header_text(" ".join(words) if words else " ".join(comments), problems=problems)
+    )
+
+
+def _unquoted(name: str) -> str:
     if len(name) >= 2 and name[0] == name[-1] and name[0] in "\"'":
         name = name[1:-1].strip()
     return name
@@ -254,7 +258,8 @@ def parse_address_list(
     recipients:;") give nothing; duplicates keep their first position (and the
     first non-empty name); entries without a usable address are skipped.
     Tokenising happens before RFC 2047 decoding so a decoded comma or quote
-    cannot split a name.
+    cannot split a name. An address that only shows inside a display name, a
+    comment or an encoded word still counts (see `_hidden_mailboxes`).
     """
     if not value:
         return []
@@ -264,11 +269,76 @@ def parse_address_list(
         mailboxes = _tokenized_mailboxes(text)
     found: dict[str, str] = {}
     for words, comments, addr in mailboxes:
-        if addr not in found or (not found[addr] and (words or comments)):
+        if _MAY_HIDE.search(" ".join(words)) or _MAY_HIDE.search(" ".join(comments)):
+            for name, hidden in _hidden_mailboxes(words, comments, addr, problems):
+                if hidden not in found or (name and not found[hidden]):
+                    found[hidden] = name
+        elif addr not in found or (not found[addr] and (words or comments)):
             name = _display_name(words, comments, problems)
             if addr not in found or name:
                 found[addr] = name
     return [(name, addr) for addr, name in found.items()]
+
+
+# An "@" or an encoded word (which may decode to one) in a name or comment.
+_MAY_HIDE = re.compile(r"@|=\?")
+# An ASCII dot-atom address, found inside non-ASCII text it was glued to.
+_ASCII_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+# What counts as `local@domain` inside free text: the widest run of characters
+# that are not delimiters; a quote after the domain ends it (`'bob@x.example'`).
+_HIDDEN_ADDRESS = re.compile(r"""[^<>\s"(),;:\\@\[\]]+@[^<>\s"'`(),;:\\@\[\]]+""")
+
+
+def _hidden_mailboxes(
+    words: list[str], comments: list[str], addr: str, problems: list[str] | None
+) -> list[tuple[str, str]]:
+    """The mailbox itself plus every address its name or comments hold, in order.
+
+    Python's SMTP policy folds long lists by RFC 2047-encoding whole runs of
+    the header, separators and `<addr>` included (`=?utf-8?q?mple=3E=2C?=`),
+    so a recipient can exist only inside an encoded word. Where the decoded
+    name has such a recipient followed by a separator, the part up to the
+    last separator is read as the mailboxes it was, before this one. Any other
+    address in the text (`"bob@x" <alice@y>`, `Alex (alex@home) <a@work>`)
+    comes after this mailbox's own address, so a name cannot become the From
+    address; it is kept because an extra address only makes `/clean` more
+    careful, while a lost one could be the person's.
+    """
+    raw_name = " ".join(words)
+    raw_comments = " ".join(comments)
+    decoded = decode_header_text(raw_name, problems=problems) if words else ""
+    decoded_comments = decode_header_text(raw_comments, problems=problems) if comments else ""
+    name = decoded if words else decoded_comments
+    before: list[tuple[str, str]] = []
+    if "=?" in raw_name and "@" in decoded:
+        cut = max(decoded.rfind(","), decoded.rfind(";"))
+        if cut >= 0:
+            before = [
+                (_unquoted(_fold(" ".join(w) if w else " ".join(c))), a)
+                for w, c, a in _tokenized_mailboxes(decoded[: cut + 1])
+                if a
+            ]
+            if before:
+                name = decoded[cut + 1 :].strip() or (decoded_comments if not words else "")
+    out = [*before, (_unquoted(name), addr)] if addr else before
+    text = f"{decoded} {decoded_comments}"
+    if "@" not in text:
+        return out
+    for match in _HIDDEN_ADDRESS.finditer(text):
+        candidate = match[0].rstrip(".")
+        if candidate.startswith("'") and match.end() < len(match.string):
+            candidate = candidate[1:] if match.string[match.end()] == "'" else candidate
+        hidden = _address(candidate)
+        if hidden is not None:
+            out.append(("", hidden))
+    # RFC 2047 drops the space between encoded words, and Python folds
+    # `Jörg bob@x` exactly there (`Jörgbob@x`): every ASCII address inside counts too.
+    if not text.isascii():
+        for match in _ASCII_ADDRESS.finditer(text):
+            hidden = _address(match[0].rstrip("."))
+            if hidden is not None:
+                out.append(("", hidden))
+    return out
 
 
 Mailbox = tuple[list[str], list[str], str]  # name words, comments, address
@@ -325,14 +395,20 @@ def _tokenized_mailboxes(text: str) -> list[Mailbox]:
         nonlocal words, comments, angle
         names = [w for w, quoted in words if quoted or "@" not in w]
         bare = [a for w, quoted in words if not quoted and "@" in w and (a := _address(w))]
-        if angle is not None:
-            out.extend(([], [], addr) for addr in bare)  # before `<...>`: a lost separator
-            addr = _address(angle)
-            if addr is not None:
-                out.append((names, comments, addr))
-        elif bare:
+        start = len(out)
+        if angle is not None and (addr := _address(angle)) is not None:
+            out.extend(([], [], a) for a in bare)  # before `<...>`: a lost separator
+            out.append((names, comments, addr))
+            bare = []
+        elif angle is not None:  # `<a b@c>`: what looks like an address still counts
+            bare += [a for w in angle.split() if "@" in w and (a := _address(w))]
+        if bare:
             out.append((names, comments, bare[0]))
-            out.extend(([], [], addr) for addr in bare[1:])
+            out.extend(([], [], a) for a in bare[1:])
+        elif len(out) == start and any(_MAY_HIDE.search(t) for t in (*names, *comments)):
+            # No address of its own, but `"bob@x"` or an encoded word may hold one;
+            # "" tells parse_address_list to look inside and keep only what it finds.
+            out.append((names, comments, ""))
         words, comments, angle = [], [], None
 
     for match in _ADDRESS_TOKEN.finditer(text):
@@ -351,8 +427,8 @@ def _tokenized_mailboxes(text: str) -> list[Mailbox]:
         elif kind == "comment":
             comments.append(token[1:-1].strip())
         elif token == ":" and not in_group and angle is None:
-            in_group = True  # the words so far were the group's name
-            words, comments = [], []
+            in_group = True  # the words so far were the group's name,
+            finish()  # which may itself hold an address
         elif token == ":":
             words.append((token, False))
         elif kind == "special":  # "," or ";" (Outlook separates with ";" too)
