@@ -37,6 +37,7 @@ from app.db.queries import query
 from app.jobs.models import Job, JobType
 from app.jobs.store import JobStore
 from app.mail.identity import Identity
+from app.mail.scores import SCORES_VERSION
 from executor import mirror_writes as mirror
 from executor.parsing import RawMessage
 
@@ -147,12 +148,20 @@ class MentionCheck:
         return self.ask_server(client, raws), problems
 
 
-def rescore_key(fingerprint: str, stale: mirror.StaleMentions, day: date) -> str:
+def rescore_key(
+    fingerprint: str,
+    stale: mirror.StaleMentions,
+    day: date,
+    scores: mirror.StaleScores | None = None,
+) -> str:
     """One rescore job per identity, set of stale rows and day: rows a finished
     job could not reach (a folder it could not open) do not start another job
     at every sync, a job that failed is tried again the next day, and a change
-    back to an earlier identity, or new stale rows, start a new one at once."""
+    back to an earlier identity, or new stale rows, start a new one at once.
+    Rows whose scores are stale (rules version, flags) count as stale rows too."""
     summary = f"{stale.count}:{stale.max_id}:{','.join(stale.fingerprints)}:{day.isoformat()}"
+    if scores is not None and scores.count:
+        summary += f":scores:{SCORES_VERSION}:{scores.count}:{scores.max_id}"
     return f"rescore:{fingerprint}:{hashlib.sha256(summary.encode()).hexdigest()[:12]}"
 
 
@@ -166,7 +175,8 @@ async def enqueue_rescore_if_stale(store: JobStore, identity: Identity) -> Job |
     fingerprint = identity.fingerprint
     async with store.pool.connection() as conn:
         stale = await mirror.stale_mentions(conn, fingerprint)
-        if not stale.count:
+        scores = await mirror.stale_scores(conn)
+        if not stale.count and not scores.count:
             return None
         active = await (await conn.execute(query("active_rescore"))).fetchone()
     if active is not None:
@@ -174,6 +184,6 @@ async def enqueue_rescore_if_stale(store: JobStore, identity: Identity) -> Job |
     return await store.enqueue(
         JobType.RESCORE,
         {"fingerprint": fingerprint},
-        idempotency_key=rescore_key(fingerprint, stale, datetime.now(UTC).date()),
-        total_estimate=stale.count,
+        idempotency_key=rescore_key(fingerprint, stale, datetime.now(UTC).date(), scores),
+        total_estimate=stale.count + scores.count,
     )

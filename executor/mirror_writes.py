@@ -12,6 +12,7 @@ from psycopg import AsyncConnection
 
 from app.db.queries import query
 from app.mail.mime import ParsedMessage
+from app.mail.scores import SCORES_VERSION, UNSCORED, Scores
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class FetchedMessage:
     # fingerprint of the identity it was decided against (None: not checked).
     mentions_you: bool | None = None
     mention_identity: str | None = None
+    # Triage and /clean verdict computed at parse time (app/mail/scores.py);
+    # None: not scored (no identity), which the row stores as stale.
+    scores: Scores | None = None
 
 
 def labels_from_flags(flags: Iterable[str], gmail_labels: Iterable[str] = ()) -> list[str]:
@@ -177,6 +181,7 @@ def _row(folder: str, uidvalidity: int, m: FetchedMessage) -> dict[str, Any]:
         "modseq": m.modseq,
         "mentions_you": m.mentions_you,
         "mention_identity": m.mention_identity,
+        **(m.scores.columns() if m.scores is not None else UNSCORED),
     }
 
 
@@ -208,7 +213,8 @@ async def stale_mention_rows(
 async def update_mentions(
     conn: AsyncConnection[Any], folder: str, uidvalidity: int, messages: Sequence[FetchedMessage]
 ) -> None:
-    """Store re-evaluated verdicts (the rescore job); other columns are untouched."""
+    """Store re-evaluated verdicts and the scores computed with them (the rescore
+    job); other columns are untouched."""
     rows = [
         {
             "folder": folder,
@@ -216,6 +222,7 @@ async def update_mentions(
             "uid": m.uid,
             "mentions_you": m.mentions_you,
             "mention_identity": m.mention_identity,
+            **(m.scores.columns() if m.scores is not None else UNSCORED),
         }
         for m in messages
     ]
@@ -259,3 +266,39 @@ async def move_rows(
         )
     async with conn.cursor() as cur:
         await cur.executemany(query("move_email"), rows)
+
+
+@dataclass(frozen=True)
+class StaleScores:
+    """Rows whose stored scores were computed under other rules, or never."""
+
+    count: int
+    max_id: int | None
+
+
+async def stale_scores(conn: AsyncConnection[Any], version: int = SCORES_VERSION) -> StaleScores:
+    cur = await conn.execute(query("scores_stale_summary"), {"version": version})
+    row = await cur.fetchone()
+    if row is None or not row["n"]:
+        return StaleScores(0, None)
+    return StaleScores(int(row["n"]), row["max_id"])
+
+
+async def stale_score_rows(
+    conn: AsyncConnection[Any], after: int, limit: int, version: int = SCORES_VERSION
+) -> list[dict[str, Any]]:
+    """The next rows (by id, after `after`) to score again from what the mirror holds."""
+    cur = await conn.execute(
+        query("scores_stale_batch"), {"version": version, "after": after, "limit": limit}
+    )
+    return list(await cur.fetchall())
+
+
+async def update_scores(
+    conn: AsyncConnection[Any], scored: Sequence[tuple[dict[str, Any], Scores]]
+) -> None:
+    """Store recomputed scores; a row rewritten since it was read keeps its own."""
+    rows = [{"id": r["id"], "synced_at": r["synced_at"], **sc.columns()} for r, sc in scored]
+    if rows:
+        async with conn.cursor() as cur:
+            await cur.executemany(query("update_scores"), rows)

@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from app.mail.identity import Identity
-from app.mail.mime import parse_message
+from app.mail.mime import ParsedMessage, parse_message
+from app.mail.scores import Scores, score_row
 from executor.mirror_writes import FetchedMessage
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def parse_raw(
         except Exception as exc:  # parse_message should not raise; belt and braces
             problems.append({"uid": raw.uid, "problem": f"skipped: {type(exc).__name__}: {exc}"})
             continue
+        mentions = mention_verdict(parsed.mentions_you, raw) if identity is not None else None
         fetched.append(
             FetchedMessage(
                 uid=raw.uid,
@@ -80,15 +82,69 @@ def parse_raw(
                 size=raw.size,
                 modseq=raw.modseq,
                 parsed=parsed,
-                mentions_you=(
-                    mention_verdict(parsed.mentions_you, raw) if identity is not None else None
-                ),
+                mentions_you=mentions,
                 mention_identity=fingerprint,
+                scores=(
+                    _scores(parsed, raw, mentions, identity, problems)
+                    if identity is not None
+                    else None
+                ),
             )
         )
         if parsed.problems:
             problems.append({"uid": raw.uid, "problem": "; ".join(parsed.problems)})
     return fetched, problems
+
+
+@dataclass(frozen=True)
+class _RowView:
+    """A parsed message as its mirror row will read (what the scoring rules see)."""
+
+    from_addr: str | None
+    to_addrs: tuple[str, ...]
+    cc_addrs: tuple[str, ...]
+    subject: str
+    body_excerpt: str
+    flags: tuple[str, ...]
+    date: datetime | None
+    list_unsubscribe: str | None
+    list_id: str | None
+    precedence: str | None
+    auto_submitted: str | None
+    mentions_you: bool | None
+    mention_identity: str | None
+
+
+def _scores(
+    parsed: ParsedMessage,
+    raw: RawMessage,
+    mentions: bool | None,
+    identity: Identity,
+    problems: list[dict[str, Any]],
+) -> Scores | None:
+    """Triage and /clean verdict for the row about to be written. A rule that
+    fails on odd input leaves the row unscored (stale: never a candidate)
+    rather than failing the batch."""
+    view = _RowView(
+        from_addr=parsed.from_addr,
+        to_addrs=parsed.to_addrs,
+        cc_addrs=parsed.cc_addrs,
+        subject=parsed.subject,
+        body_excerpt=parsed.body_excerpt,
+        flags=raw.flags,
+        date=parsed.date,
+        list_unsubscribe=parsed.list_unsubscribe,
+        list_id=parsed.list_id,
+        precedence=parsed.precedence,
+        auto_submitted=parsed.auto_submitted,
+        mentions_you=mentions,
+        mention_identity=identity.fingerprint,
+    )
+    try:
+        return score_row(view, identity)
+    except Exception as exc:  # belt and braces: the rules are pure and total
+        problems.append({"uid": raw.uid, "problem": f"not scored: {type(exc).__name__}: {exc}"})
+        return None
 
 
 class ParserPool:

@@ -236,8 +236,21 @@ def follow_up(issuer: AIMessage, results: Sequence[ToolMessage]) -> AIMessage:
 
 
 def _excluded_note(data: dict[str, Any]) -> str:
-    n = data.get("excluded_direct", 0)
-    return f" ({n} message(s) addressed to you or mentioning you were left alone.)" if n else ""
+    """Why messages were left out: they involve the person, or they are not yet
+    checked against the current identity and rules (a rescore is under way)."""
+    n = int(data.get("excluded_direct", 0) or 0)
+    unchecked = min(n, int(data.get("not_yet_checked", 0) or 0))
+    notes = []
+    if n - unchecked:
+        notes.append(
+            f"{n - unchecked} message(s) addressed to you or mentioning you were left alone"
+        )
+    if unchecked:
+        notes.append(
+            f"{unchecked} message(s) not yet checked against your current identity were left"
+            " out (they are being re-checked; try again shortly)"
+        )
+    return f" ({'; '.join(notes)}.)" if notes else ""
 
 
 UNDOABLE = frozenset(t.value for t in UNDOABLE_JOB_TYPES)

@@ -1,9 +1,15 @@
-"""Read-only tools over the mirror: cleanup discovery and priority ranking."""
+"""Read-only tools over the mirror: cleanup discovery and priority ranking.
+
+Both read the scores the executor stored at ingest (app/mail/scores.py) with
+indexed SQL over the whole folder: no row cap, and no Python loop over the
+mailbox on the web event loop. A row whose scores are stale (other rules or
+identity) is never a /clean candidate and is marked `stale` in a ranking.
+"""
 
 from __future__ import annotations
 
-import time
-from datetime import datetime
+import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,15 +18,14 @@ from langchain_core.tools import BaseTool, tool
 from app.graph.deps import GraphDeps
 from app.graph.tools import dumps
 from app.mail import mirror_reads
-from app.mail.clean import NOT_CHECKED, assess_for_clean
-from app.mail.triage import CATEGORIES, is_today, is_zoom, triage
+from app.mail.scores import SCORES_VERSION
+from app.mail.triage import CATEGORIES
 
-CLEAN_TIME_BOX_SECONDS = 5.0
 MAX_CLEAN_CANDIDATES = 300
 FILTERS = ("today", "unread", "zoom")
 
 
-def _brief(row: mirror_reads.EmailRow) -> dict[str, Any]:
+def _brief(row: mirror_reads.ScoredRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "date": row.date.isoformat() if row.date else None,
@@ -30,35 +35,62 @@ def _brief(row: mirror_reads.EmailRow) -> dict[str, Any]:
     }
 
 
+def day_bounds(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """[start, end) of `now`'s calendar day in `tz`, as aware datetimes (a DST
+    day is 23 or 25 hours long: both ends are local midnights)."""
+    local = now.astimezone(tz)
+    start = datetime(local.year, local.month, local.day, tzinfo=tz)
+    following = start.date() + timedelta(days=1)
+    end = datetime(following.year, following.month, following.day, tzinfo=tz)
+    return start, end
+
+
 async def rank(
     deps: GraphDeps, *, category: str | None, n: int, filters: list[str]
 ) -> list[dict[str, Any]]:
     tz = ZoneInfo(deps.settings.timezone)
-    now = deps.clock()
-    rows = await mirror_reads.folder_emails(deps.pool, "INBOX")
-    identity = deps.identity  # once: its matchers are compiled on first use
-    ranked = []
-    for row in rows:
-        if "unread" in filters and not row.unread:
-            continue
-        if "today" in filters and not is_today(row, now, tz):
-            continue
-        if "zoom" in filters and not is_zoom(row):
-            continue
-        t = triage(row, identity)
-        if category and t.category != category:
-            continue
-        ranked.append((t, row))
-    ranked.sort(
-        key=lambda tr: (
-            -tr[0].confidence,
-            -(tr[1].date or datetime.min.replace(tzinfo=tz)).timestamp(),
-        )
+    rows = await mirror_reads.top_by_triage(
+        deps.pool,
+        folder="INBOX",
+        category=category,
+        limit=n,
+        version=SCORES_VERSION,
+        fingerprint=deps.identity.fingerprint,
+        day=day_bounds(deps.clock(), tz) if "today" in filters else None,
+        unread="unread" in filters,
+        zoom="zoom" in filters,
     )
     return [
-        {**_brief(row), "category": t.category, "confidence": t.confidence, "reasons": t.reasons}
-        for t, row in ranked[:n]
+        {
+            **_brief(row),
+            "category": row.category,
+            "confidence": row.confidence,
+            "reasons": row.reasons,
+            **({} if row.fresh else {"stale": True}),
+        }
+        for row in rows
     ]
+
+
+def _clean_result(rows: list[mirror_reads.ScoredRow], counts: dict[str, int]) -> str:
+    candidates = [
+        {
+            **_brief(row),
+            "confidence": row.confidence,
+            "category": row.category,
+            "signals": row.reasons,
+        }
+        for row in rows
+    ]
+    return dumps(
+        {
+            "candidates": candidates,
+            "scanned": counts["scanned"],
+            "excluded_direct": counts["direct"] + counts["not_checked"],
+            "not_yet_checked": counts["not_checked"],
+            "timed_out": False,
+        }
+    )
 
 
 def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
@@ -71,39 +103,15 @@ def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
         category and the signals behind it. `not_yet_checked` counts messages left
         out because they were not yet checked against the current identity (a
         rescore job is on its way)."""
-        started = time.monotonic()
-        rows = await mirror_reads.folder_emails(deps.pool, "INBOX")
-        identity = deps.identity
-        candidates, excluded_direct, scanned, timed_out = [], 0, 0, False
-        not_checked = 0
-        for row in rows:
-            if time.monotonic() - started > CLEAN_TIME_BOX_SECONDS:
-                timed_out = True
-                break
-            scanned += 1
-            verdict = assess_for_clean(row, identity)
-            if verdict.direct:
-                excluded_direct += 1
-                not_checked += verdict.reason == NOT_CHECKED
-            if verdict.candidate:
-                candidates.append(
-                    {
-                        **_brief(row),
-                        "confidence": verdict.confidence,
-                        "category": verdict.category,
-                        "signals": verdict.signals,
-                    }
-                )
-        candidates.sort(key=lambda c: -c["confidence"])
-        return dumps(
-            {
-                "candidates": candidates[: max(1, min(limit, MAX_CLEAN_CANDIDATES))],
-                "scanned": scanned,
-                "excluded_direct": excluded_direct,
-                "not_yet_checked": not_checked,
-                "timed_out": timed_out,
-            }
+        rows, counts = await mirror_reads.clean_candidates(
+            deps.pool,
+            folder="INBOX",
+            limit=max(1, min(limit, MAX_CLEAN_CANDIDATES)),
+            version=SCORES_VERSION,
+            fingerprint=deps.identity.fingerprint,
         )
+        # Up to 300 candidates: rendered off the event loop.
+        return await asyncio.to_thread(_clean_result, rows, counts)
 
     @tool
     async def top_by_confidence(
@@ -112,7 +120,9 @@ def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
         """Rank INBOX messages by triage confidence. category: one of action_required,
         fyi, newsletter, notification, cleanup (or null for any). filters, combinable:
         "today" (in the person's timezone), "unread", "zoom" (Zoom invites or links).
-        Sorted by confidence, ties by newest first. Each result has the score and reasons."""
+        Sorted by confidence, ties by newest first. Each result has the score and reasons;
+        `stale: true` marks a score computed under older rules or another identity
+        (being recomputed), and `stale_scores` counts such messages in the INBOX."""
         filters = [f for f in (filters or []) if f]
         bad = [f for f in filters if f not in FILTERS]
         if category is not None and category not in CATEGORIES:
@@ -122,6 +132,16 @@ def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
         if bad:
             return dumps({"error": f"unknown filter(s) {bad}; use {', '.join(FILTERS)}"})
         results = await rank(deps, category=category, n=max(1, min(n, 200)), filters=filters)
-        return dumps({"category": category, "n": n, "filters": filters, "results": results})
+        stale = await mirror_reads.stale_score_count(
+            deps.pool,
+            folder="INBOX",
+            version=SCORES_VERSION,
+            fingerprint=deps.identity.fingerprint,
+        )
+        out: dict[str, Any] = {"category": category, "n": n, "filters": filters, "results": results}
+        if stale:
+            # Ranked by the scores they have (or left out if never scored): say so.
+            out["stale_scores"] = stale
+        return dumps(out)
 
     return [quick_clean_inbox, top_by_confidence]

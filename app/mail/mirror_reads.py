@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -217,7 +218,10 @@ async def top_by_triage(
         "unread": unread,
         "zoom": zoom,
     }
-    name = "triage_top_any" if category is None else "triage_top_category"
+    if zoom:
+        name = "triage_top_zoom"
+    else:
+        name = "triage_top_any" if category is None else "triage_top_category"
     async with pool.connection() as conn:
         rows = await (await conn.execute(query(name), params)).fetchall()
     return [_scored(r, "triage") for r in rows]
@@ -238,8 +242,13 @@ async def clean_candidates(
     """Current /clean candidates, most confident first, and what was looked at:
     {scanned, direct (involves the person or flagged), not_checked (stale)}."""
     params = {"folder": folder, "limit": limit, "version": version, "fingerprint": fingerprint}
-    async with pool.connection() as conn:
-        rows = await (await conn.execute(query("clean_candidates"), params)).fetchall()
-        summary = await (await conn.execute(query("clean_summary"), params)).fetchone()
+
+    async def fetch(name: str) -> list[dict[str, Any]]:
+        async with pool.connection() as conn:
+            return await (await conn.execute(query(name), params)).fetchall()
+
+    # Two connections, so the counts run while the candidates are read.
+    rows, summaries = await asyncio.gather(fetch("clean_candidates"), fetch("clean_summary"))
+    summary = summaries[0] if summaries else None
     counts = {k: int((summary or {}).get(k) or 0) for k in ("scanned", "direct", "not_checked")}
     return [_scored(r, "clean", fresh=True) for r in rows], counts

@@ -73,11 +73,22 @@ def is_today(row: TriageInput, now: datetime, tz: tzinfo) -> bool:
     return row.date is not None and row.date.astimezone(tz).date() == now.astimezone(tz).date()
 
 
+def mentions_person(row: TriageInput, identity: Identity) -> bool:
+    """The executor's whole-message verdict when it was decided for this
+    identity (name or address anywhere, not only the excerpt); otherwise what
+    the excerpt shows."""
+    if getattr(row, "mention_identity", None) == identity.fingerprint:
+        stored = getattr(row, "mentions_you", None)
+        if stored is not None:
+            return bool(stored)
+    return identity.name_mentioned(row.body_excerpt or "")
+
+
 def triage(row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozenset()) -> Triage:
     text = f"{row.subject or ''}\n{(row.body_excerpt or '')[:1500]}"
     to_me = identity.is_recipient(row.to_addrs, ())
     cc_me = identity.is_recipient((), row.cc_addrs)
-    named = identity.name_mentioned(row.body_excerpt or "")
+    named = mentions_person(row, identity)
     flags = set(row.flags or [])
     bulk = bulk_signals(row)
     sender = (row.from_addr or "").lower()

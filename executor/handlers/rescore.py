@@ -7,20 +7,44 @@ re-decided row holds what a fresh sync would store. Folder by folder in
 micro-batches; each batch's verdicts and its progress event commit together,
 so a retried job goes on with the rows still stale. Until a row is re-decided
 `/clean` excludes it ("not yet checked against your current identity").
+
+A second pass, without IMAP, recomputes the stored triage and clean scores
+(app/mail/scores.py) of every row whose scores are stale: computed under
+another SCORES_VERSION, never computed, or invalidated by a change of
+\\Flagged or \\Answered (rows the first pass re-checked are scored there,
+from the same fetch). It reads the mirror row, scores it
+in a thread, and writes the batch with its progress event in one fenced
+transaction; a row a sync rewrote meanwhile keeps the sync's scores.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
+from app.mail.identity import Identity
+from app.mail.scores import Scores, score_row
 from executor import mirror_writes as mirror
 from executor.context import JobContext
 from executor.handlers.sync import examine, fetch_raw
 from executor.imap_fetch import UidFetcher, chunks
 from executor.mentions import MentionCheck
 from executor.parsing import ParserPool
+
+SCORE_BATCH = 500
+
+
+class _Row:
+    """A mirror row read back for scoring (attribute access for the rules)."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.__dict__.update(row)
+
+
+def _score_batch(rows: list[dict[str, Any]], identity: Identity) -> list[tuple[dict, Scores]]:
+    return [(r, score_row(_Row(r), identity)) for r in rows]
 
 
 async def handle_rescore(ctx: JobContext) -> dict[str, Any]:
@@ -34,6 +58,22 @@ async def handle_rescore(ctx: JobContext) -> dict[str, Any]:
         stale = await mirror.stale_mention_rows(conn, fingerprint)
     base = ctx.job.processed
     total = base + sum(len(uids) for _, _, uids in stale)
+    if stale:
+        await _recheck_mentions(ctx, check, stale, summary, base, total)
+    summary["processed"] = base + sum(len(uids) for _, _, uids in stale)
+    summary["scored"] = await _rescore_rows(ctx, check.identity, summary["processed"])
+    return summary
+
+
+async def _recheck_mentions(
+    ctx: JobContext,
+    check: MentionCheck,
+    stale: list[tuple[str, int, list[int]]],
+    summary: dict[str, Any],
+    base: int,
+    total: int,
+) -> None:
+    """The IMAP pass: decide "mentions you" again for rows decided against another identity."""
     done = 0
     await ctx.progress(
         f"re-checking {total - base} message(s) for mentions of you",
@@ -84,5 +124,29 @@ async def handle_rescore(ctx: JobContext) -> dict[str, Any]:
                 )
             ctx.checkpoint()
         await ctx.imap.leave_folder()
-    summary["processed"] = base + done
-    return summary
+
+
+async def _rescore_rows(ctx: JobContext, identity: Identity, processed: int) -> int:
+    """The mirror pass: recompute stale scores from the rows themselves (no IMAP)."""
+    async with ctx.store.pool.connection() as conn:
+        todo = (await mirror.stale_scores(conn)).count
+    after, scored = 0, 0
+    while todo:
+        ctx.checkpoint()
+        async with ctx.store.pool.connection() as conn:
+            rows = await mirror.stale_score_rows(conn, after, SCORE_BATCH)
+        if not rows:
+            break
+        after = rows[-1]["id"]
+        results = await asyncio.to_thread(_score_batch, rows, identity)
+        scored += len(results)
+        async with ctx.store.fenced_transaction(ctx.lease) as conn:
+            await mirror.update_scores(conn, results)
+            await ctx.progress(
+                f"{scored} message(s) scored again",
+                processed=processed + scored,
+                total_estimate=processed + max(todo, scored),
+                data={"phase": "rescore_scores", "has_more": len(rows) == SCORE_BATCH},
+                conn=conn,
+            )
+    return scored

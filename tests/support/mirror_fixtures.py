@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
+
+from app.mail.scores import UNSCORED, score_row
 
 UIDVALIDITY = 1000
 
@@ -29,20 +32,24 @@ _COLUMNS = (
     "auto_submitted",
     "mentions_you",
     "mention_identity",
+    *UNSCORED,
 )
 
 
 def _as_synced(row: dict[str, Any]) -> dict[str, Any]:
     """The "mentions you" verdict a sync with the default identity would store
     (from what the row holds), unless the test set its own."""
-    if "mentions_you" in row and "mention_identity" in row:
-        return row
     from app.config import Settings
     from app.mail.identity import Identity
 
     me = Identity.from_settings(Settings())
-    named = me.mentioned_in(row["subject"]) or me.mentioned_in(row["body_excerpt"])
-    return {"mentions_you": named, "mention_identity": me.fingerprint, **row}
+    if not ("mentions_you" in row and "mention_identity" in row):
+        named = me.mentioned_in(row["subject"]) or me.mentioned_in(row["body_excerpt"])
+        row = {"mentions_you": named, "mention_identity": me.fingerprint, **row}
+    if "scores_version" in row:  # the test stores its own scores (or none)
+        return {**UNSCORED, **row}
+    # The scores a sync would compute at ingest (app/mail/scores.py).
+    return {**row, **score_row(SimpleNamespace(**row), me).columns()}
 
 
 def email(uid: int, **fields: Any) -> dict[str, Any]:

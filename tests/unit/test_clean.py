@@ -229,3 +229,35 @@ def test_exclusion_outweighs_every_bulk_signal() -> None:
         "auto-generated",
     )
     assert not assess_for_clean(row, ME).candidate
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "to_user.eml",
+        "cc_user.eml",
+        "name_in_body.eml",
+        "newsletter.eml",
+        "name_past_fetch_prefix.eml",
+    ],
+)
+def test_the_verdict_stored_at_ingest_is_the_verdict_of_the_row(fixture: str) -> None:
+    """What parse_raw stores (app/mail/scores.py) equals the live verdict of
+    the mirror row it writes: /clean's SQL and assess_for_clean agree."""
+    raw = (FIXTURES / fixture).read_bytes()
+    message = RawMessage(1, (), None, len(raw), None, raw[:FETCH_PREFIX], None)
+    [fetched], _ = parse_raw([message], ME)
+    live = assess_for_clean(load(fixture), ME)
+    assert fetched.scores is not None
+    assert fetched.scores.clean_candidate == live.candidate
+    assert fetched.scores.clean_confidence == live.confidence
+    assert fetched.scores.clean_direct == live.direct
+
+
+def test_without_an_identity_nothing_is_scored_and_the_row_is_never_a_candidate() -> None:
+    from app.mail.scores import UNSCORED
+
+    raw = (FIXTURES / "newsletter.eml").read_bytes()
+    [fetched], _ = parse_raw([RawMessage(1, (), None, len(raw), None, raw, None)], None)
+    assert fetched.scores is None
+    assert UNSCORED["clean_candidate"] is False and UNSCORED["scores_version"] is None

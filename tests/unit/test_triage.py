@@ -96,3 +96,68 @@ def test_scores_are_deterministic_and_bounded() -> None:
         assert a == b
         assert set(a.scores) == set(CATEGORIES)
         assert all(0.0 <= s <= 1.0 for s in a.scores.values())
+
+
+# ---------------------------------------------------------------------------
+# Scores computed at ingest (app/mail/scores.py) and the whole-message verdict.
+
+
+@dataclass
+class SyncedRow(Row):
+    mentions_you: bool | None = None
+    mention_identity: str | None = None
+
+
+def test_a_name_past_the_excerpt_counts_when_the_ingest_verdict_is_for_this_identity() -> None:
+    cc = ["team@example.org"]
+    far = SyncedRow(to_addrs=cc, mentions_you=True, mention_identity=ME.fingerprint)
+    assert "mentions your name" in triage(far, ME).reasons
+    other = Identity("carol@project.example", "Carol Diaz")
+    stale = SyncedRow(to_addrs=cc, mentions_you=True, mention_identity=other.fingerprint)
+    assert "mentions your name" not in triage(stale, ME).reasons  # another identity's verdict
+    said_no = SyncedRow(
+        to_addrs=cc, body_excerpt="Hi Alex Roy", mentions_you=False, mention_identity="old"
+    )
+    assert "mentions your name" in triage(said_no, ME).reasons  # what the row shows still counts
+
+
+def test_stored_scores_are_the_live_verdicts_and_deterministic() -> None:
+    from app.mail.clean import assess_for_clean
+    from app.mail.scores import SCORES_VERSION, score_row
+
+    bulk = SyncedRow(
+        from_addr="news@shop.example",
+        to_addrs=["customers@shop.example"],
+        subject="Weekly deals",
+        body_excerpt="Big sale. Unsubscribe any time.",
+        list_unsubscribe="<https://shop.example/u>",
+        list_id="<deals.shop.example>",
+        mentions_you=False,
+        mention_identity=ME.fingerprint,
+    )
+    s = score_row(bulk, ME)
+    t, v = triage(bulk, ME), assess_for_clean(bulk, ME)
+    assert (s.triage_category, s.triage_confidence, s.triage_reasons) == (
+        t.category,
+        t.confidence,
+        t.reasons,
+    )
+    assert s.clean_candidate and s.clean_confidence == v.confidence and s.clean_excluded is None
+    assert s.scores_version == SCORES_VERSION and s == score_row(bulk, ME)
+    unchecked = score_row(SyncedRow(**{**bulk.__dict__, "mention_identity": None}), ME)
+    assert not unchecked.clean_candidate and unchecked.clean_direct  # fail safe
+    assert unchecked.columns()["clean_excluded"]
+
+
+def test_today_is_the_local_calendar_day_even_across_a_dst_change() -> None:
+    from zoneinfo import ZoneInfo
+
+    from app.graph.triage_tools import day_bounds
+
+    ny = ZoneInfo("America/New_York")
+    start, end = day_bounds(datetime(2026, 11, 1, 15, tzinfo=UTC), ny)  # DST ends that day
+    assert start.isoformat() == "2026-11-01T00:00:00-04:00"
+    assert end.isoformat() == "2026-11-02T00:00:00-05:00"
+    assert (end.astimezone(UTC) - start.astimezone(UTC)).total_seconds() == 25 * 3600
+    late = day_bounds(datetime(2026, 11, 20, 3, tzinfo=UTC), ny)  # 22:00 the day before
+    assert late[0].day == 19

@@ -282,13 +282,19 @@ INSERT INTO emails (
     folder, uidvalidity, uid, message_id, in_reply_to, from_addr, from_name,
     to_addrs, cc_addrs, to_display, cc_display, reply_to, subject, date, internal_date,
     flags, labels, body_excerpt, list_unsubscribe, list_id, precedence, auto_submitted,
-    has_attachments, size, modseq, mentions_you, mention_identity, synced_at)
+    has_attachments, size, modseq, mentions_you, mention_identity,
+    triage_category, triage_confidence, triage_reasons, triage_zoom, clean_candidate,
+    clean_confidence, clean_category, clean_signals, clean_excluded, clean_direct, scores_version,
+    synced_at)
 VALUES (
     %(folder)s, %(uidvalidity)s, %(uid)s, %(message_id)s, %(in_reply_to)s, %(from_addr)s, %(from_name)s,
     %(to_addrs)s, %(cc_addrs)s, %(to_display)s, %(cc_display)s, %(reply_to)s, %(subject)s, %(date)s,
     %(internal_date)s, %(flags)s, %(labels)s, %(body_excerpt)s, %(list_unsubscribe)s, %(list_id)s,
     %(precedence)s, %(auto_submitted)s, %(has_attachments)s, %(size)s, %(modseq)s,
-    %(mentions_you)s, %(mention_identity)s, now())
+    %(mentions_you)s, %(mention_identity)s,
+    %(triage_category)s, %(triage_confidence)s, %(triage_reasons)s, %(triage_zoom)s, %(clean_candidate)s,
+    %(clean_confidence)s, %(clean_category)s, %(clean_signals)s, %(clean_excluded)s, %(clean_direct)s,
+    %(scores_version)s, now())
 ON CONFLICT (folder, uidvalidity, uid) DO UPDATE SET
     message_id = EXCLUDED.message_id, in_reply_to = EXCLUDED.in_reply_to,
     from_addr = EXCLUDED.from_addr, from_name = EXCLUDED.from_name,
@@ -301,13 +307,28 @@ ON CONFLICT (folder, uidvalidity, uid) DO UPDATE SET
     auto_submitted = EXCLUDED.auto_submitted, has_attachments = EXCLUDED.has_attachments,
     size = EXCLUDED.size, modseq = EXCLUDED.modseq,
     mentions_you = EXCLUDED.mentions_you, mention_identity = EXCLUDED.mention_identity,
+    triage_category = EXCLUDED.triage_category, triage_confidence = EXCLUDED.triage_confidence,
+    triage_reasons = EXCLUDED.triage_reasons, triage_zoom = EXCLUDED.triage_zoom,
+    clean_candidate = EXCLUDED.clean_candidate, clean_confidence = EXCLUDED.clean_confidence,
+    clean_category = EXCLUDED.clean_category, clean_signals = EXCLUDED.clean_signals,
+    clean_excluded = EXCLUDED.clean_excluded, clean_direct = EXCLUDED.clean_direct,
+    scores_version = EXCLUDED.scores_version,
     synced_at = now();
 
 -- name: folder_flags
 SELECT uid, flags FROM emails WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s;
 
 -- name: update_flags
-UPDATE emails SET flags = %(flags)s, labels = %(labels)s, modseq = coalesce(%(modseq)s, modseq), synced_at = now()
+-- \Flagged and \Answered change a message's scores (app/mail/scores.py): when
+-- either changes, the stored scores become stale (never a /clean candidate)
+-- until the rescore job recomputes them from the row.
+UPDATE emails SET flags = %(flags)s, labels = %(labels)s, modseq = coalesce(%(modseq)s, modseq),
+    scores_version = CASE
+        WHEN ('\Flagged' = ANY (flags)) IS DISTINCT FROM ('\Flagged' = ANY (%(flags)s::text[]))
+          OR ('\Answered' = ANY (flags)) IS DISTINCT FROM ('\Answered' = ANY (%(flags)s::text[]))
+        THEN NULL ELSE scores_version END,
+    clean_candidate = clean_candidate AND NOT ('\Flagged' = ANY (%(flags)s::text[])),
+    synced_at = now()
 WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s AND uid = %(uid)s;
 
 -- name: delete_missing
@@ -336,11 +357,17 @@ INSERT INTO emails (
     folder, uidvalidity, uid, message_id, in_reply_to, from_addr, from_name,
     to_addrs, cc_addrs, to_display, cc_display, reply_to, subject, date, internal_date,
     flags, labels, body_excerpt, list_unsubscribe, list_id, precedence, auto_submitted,
-    has_attachments, size, modseq, mentions_you, mention_identity, synced_at)
+    has_attachments, size, modseq, mentions_you, mention_identity,
+    triage_category, triage_confidence, triage_reasons, triage_zoom, clean_candidate,
+    clean_confidence, clean_category, clean_signals, clean_excluded, clean_direct, scores_version,
+    synced_at)
 SELECT %(target)s, %(target_uidvalidity)s, %(target_uid)s, message_id, in_reply_to, from_addr, from_name,
     to_addrs, cc_addrs, to_display, cc_display, reply_to, subject, date, internal_date,
     %(flags)s, labels, body_excerpt, list_unsubscribe, list_id, precedence, auto_submitted,
-    has_attachments, size, NULL, mentions_you, mention_identity, now()
+    has_attachments, size, NULL, mentions_you, mention_identity,
+    triage_category, triage_confidence, triage_reasons, triage_zoom, clean_candidate,
+    clean_confidence, clean_category, clean_signals, clean_excluded, clean_direct, scores_version,
+    now()
 FROM src
 WHERE %(target_uid)s::bigint IS NOT NULL AND %(target_uidvalidity)s::bigint IS NOT NULL
 ON CONFLICT (folder, uidvalidity, uid) DO NOTHING;
@@ -393,8 +420,43 @@ GROUP BY e.folder, e.uidvalidity
 ORDER BY e.folder;
 
 -- name: update_mentions
-UPDATE emails SET mentions_you = %(mentions_you)s, mention_identity = %(mention_identity)s
+-- A re-decided verdict comes with the scores computed from the same fetch.
+UPDATE emails SET mentions_you = %(mentions_you)s, mention_identity = %(mention_identity)s,
+    triage_category = %(triage_category)s, triage_confidence = %(triage_confidence)s,
+    triage_reasons = %(triage_reasons)s, triage_zoom = %(triage_zoom)s,
+    clean_candidate = %(clean_candidate)s, clean_confidence = %(clean_confidence)s,
+    clean_category = %(clean_category)s, clean_signals = %(clean_signals)s,
+    clean_excluded = %(clean_excluded)s, clean_direct = %(clean_direct)s,
+    scores_version = %(scores_version)s
 WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s AND uid = %(uid)s;
+
+-- name: scores_stale_summary
+-- Rows whose stored scores were computed under other rules (or never).
+SELECT count(*) AS n, max(id) AS max_id
+FROM emails
+WHERE scores_version IS NULL OR scores_version < %(version)s OR scores_version > %(version)s;
+
+-- name: scores_stale_batch
+-- The next rows to score again from the mirror (the rescore job's second pass).
+SELECT id, synced_at, folder, uidvalidity, uid, from_addr, from_name, to_addrs, cc_addrs,
+       subject, date, flags, body_excerpt, list_unsubscribe, list_id, precedence,
+       auto_submitted, mentions_you, mention_identity
+FROM emails
+WHERE (scores_version IS NULL OR scores_version < %(version)s OR scores_version > %(version)s)
+  AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: update_scores
+-- Only if the row was not rewritten since it was read (a sync's fresher scores win).
+UPDATE emails SET
+    triage_category = %(triage_category)s, triage_confidence = %(triage_confidence)s,
+    triage_reasons = %(triage_reasons)s, triage_zoom = %(triage_zoom)s,
+    clean_candidate = %(clean_candidate)s, clean_confidence = %(clean_confidence)s,
+    clean_category = %(clean_category)s, clean_signals = %(clean_signals)s,
+    clean_excluded = %(clean_excluded)s, clean_direct = %(clean_direct)s,
+    scores_version = %(scores_version)s
+WHERE id = %(id)s AND synced_at = %(synced_at)s;
 
 -- name: active_rescore
 -- A rescore job still to run or running: while there is one, no other is started
@@ -408,7 +470,9 @@ LIMIT 1;
 -- Mirror reads (web and graph).
 
 -- name: search_emails
--- Every word must appear in the sender, the subject or the excerpt.
+-- Every word must appear in the sender, the subject or the list id. Substring
+-- tests are strpos() on lower(), not ILIKE: a percent sign or underscore the
+-- person typed is a character to find, never a wildcard.
 SELECT folder, uidvalidity, uid, message_id, from_addr, from_name, to_addrs, cc_addrs,
        to_display, cc_display, subject, date, flags, labels, body_excerpt,
        list_unsubscribe, list_id, precedence, auto_submitted, mentions_you, mention_identity
@@ -416,14 +480,16 @@ FROM emails e
 WHERE (%(folder)s::text IS NULL OR folder = %(folder)s)
   AND (%(unread)s::boolean IS NULL OR (NOT ('\Seen' = ANY (flags))) = %(unread)s)
   AND (%(from_contains)s::text IS NULL
-       OR from_addr ILIKE '%%' || %(from_contains)s || '%%' OR from_name ILIKE '%%' || %(from_contains)s || '%%')
-  AND (%(subject_contains)s::text IS NULL OR subject ILIKE '%%' || %(subject_contains)s || '%%')
+       OR strpos(lower(coalesce(from_addr, '')), lower(%(from_contains)s::text)) > 0
+       OR strpos(lower(coalesce(from_name, '')), lower(%(from_contains)s::text)) > 0)
+  AND (%(subject_contains)s::text IS NULL
+       OR strpos(lower(subject), lower(%(subject_contains)s::text)) > 0)
   AND NOT EXISTS (
       SELECT 1 FROM unnest(%(words)s::text[]) AS w(word)
-      WHERE NOT (coalesce(e.from_addr, '') ILIKE '%%' || w.word || '%%'
-              OR coalesce(e.from_name, '') ILIKE '%%' || w.word || '%%'
-              OR e.subject ILIKE '%%' || w.word || '%%'
-              OR coalesce(e.list_id, '') ILIKE '%%' || w.word || '%%'))
+      WHERE NOT (strpos(lower(coalesce(e.from_addr, '')), lower(w.word)) > 0
+              OR strpos(lower(coalesce(e.from_name, '')), lower(w.word)) > 0
+              OR strpos(lower(e.subject), lower(w.word)) > 0
+              OR strpos(lower(coalesce(e.list_id, '')), lower(w.word)) > 0))
   AND EXISTS (SELECT 1 FROM mail_folders f WHERE f.folder = e.folder AND f.uidvalidity = e.uidvalidity)
 ORDER BY date DESC NULLS LAST, uid DESC
 LIMIT %(limit)s;
@@ -450,6 +516,95 @@ JOIN mail_folders f ON f.folder = e.folder AND f.uidvalidity = e.uidvalidity
 WHERE e.folder = %(folder)s
 ORDER BY e.date DESC NULLS LAST, e.uid DESC
 LIMIT %(limit)s;
+
+-- Triage and /clean over the whole mirror, from the scores stored at ingest
+-- (009_scores.sql). A row's scores count only when scores_version is the
+-- code's and mention_identity the current identity's fingerprint.
+
+-- The current UIDVALIDITY is one scalar subquery (an InitPlan): written as a
+-- join it makes the planner expect few rows and sort the whole folder.
+
+-- name: triage_top_category
+-- top_by_confidence for one category; filters are WHERE clauses ("today" is
+-- [day_start, day_end) computed in the configured zone; NULL: any day).
+SELECT e.folder, e.uidvalidity, e.uid, e.date, e.from_addr, e.from_name, e.subject, e.flags,
+       e.triage_category, e.triage_confidence, e.triage_reasons,
+       coalesce(e.scores_version = %(version)s AND e.mention_identity = %(fingerprint)s, false) AS fresh
+FROM emails e
+WHERE e.folder = %(folder)s AND e.triage_category = %(category)s
+  AND (%(day_start)s::timestamptz IS NULL OR (e.date >= %(day_start)s AND e.date < %(day_end)s))
+  AND (NOT %(unread)s::boolean OR NOT ('\Seen' = ANY (e.flags)))
+  AND (NOT %(zoom)s::boolean OR e.triage_zoom)
+  AND e.uidvalidity = (SELECT f.uidvalidity FROM mail_folders f WHERE f.folder = %(folder)s)
+ORDER BY e.triage_confidence DESC NULLS LAST, e.date DESC NULLS LAST, e.uid DESC
+LIMIT %(limit)s;
+
+-- name: triage_top_any
+-- top_by_confidence over every category.
+SELECT e.folder, e.uidvalidity, e.uid, e.date, e.from_addr, e.from_name, e.subject, e.flags,
+       e.triage_category, e.triage_confidence, e.triage_reasons,
+       coalesce(e.scores_version = %(version)s AND e.mention_identity = %(fingerprint)s, false) AS fresh
+FROM emails e
+WHERE e.folder = %(folder)s AND e.triage_confidence IS NOT NULL
+  AND (%(day_start)s::timestamptz IS NULL OR (e.date >= %(day_start)s AND e.date < %(day_end)s))
+  AND (NOT %(unread)s::boolean OR NOT ('\Seen' = ANY (e.flags)))
+  AND (NOT %(zoom)s::boolean OR e.triage_zoom)
+  AND e.uidvalidity = (SELECT f.uidvalidity FROM mail_folders f WHERE f.folder = %(folder)s)
+ORDER BY e.triage_confidence DESC NULLS LAST, e.date DESC NULLS LAST, e.uid DESC
+LIMIT %(limit)s;
+
+-- name: triage_top_zoom
+-- top_by_confidence with the zoom filter (any or one category), off the
+-- partial index of Zoom mail.
+SELECT e.folder, e.uidvalidity, e.uid, e.date, e.from_addr, e.from_name, e.subject, e.flags,
+       e.triage_category, e.triage_confidence, e.triage_reasons,
+       coalesce(e.scores_version = %(version)s AND e.mention_identity = %(fingerprint)s, false) AS fresh
+FROM emails e
+WHERE e.folder = %(folder)s AND e.triage_zoom
+  AND (%(category)s::text IS NULL OR e.triage_category = %(category)s)
+  AND (%(day_start)s::timestamptz IS NULL OR (e.date >= %(day_start)s AND e.date < %(day_end)s))
+  AND (NOT %(unread)s::boolean OR NOT ('\Seen' = ANY (e.flags)))
+  AND e.uidvalidity = (SELECT f.uidvalidity FROM mail_folders f WHERE f.folder = %(folder)s)
+ORDER BY e.triage_confidence DESC NULLS LAST, e.date DESC NULLS LAST, e.uid DESC
+LIMIT %(limit)s;
+
+-- name: scores_stale_in_folder
+-- How many of a folder's rows hold stale (or no) scores: triage says so.
+-- Spelled as IS NULL / < / > so the two indexes serve it (a bitmap OR).
+SELECT count(*) AS n
+FROM emails e
+WHERE e.folder = %(folder)s
+  AND (e.scores_version IS NULL OR e.scores_version < %(version)s OR e.scores_version > %(version)s
+       OR e.mention_identity IS NULL OR e.mention_identity < %(fingerprint)s
+       OR e.mention_identity > %(fingerprint)s);
+
+-- name: clean_candidates
+-- /clean discovery: current, unflagged candidates, most confident first.
+SELECT e.folder, e.uidvalidity, e.uid, e.date, e.from_addr, e.from_name, e.subject, e.flags,
+       e.clean_confidence, e.clean_category, e.clean_signals
+FROM emails e
+WHERE e.folder = %(folder)s AND e.clean_candidate
+  AND e.scores_version = %(version)s AND e.mention_identity = %(fingerprint)s
+  AND NOT ('\Flagged' = ANY (e.flags))
+  AND e.uidvalidity = (SELECT f.uidvalidity FROM mail_folders f WHERE f.folder = %(folder)s)
+ORDER BY e.clean_confidence DESC, e.date DESC NULLS LAST, e.uid DESC
+LIMIT %(limit)s;
+
+-- name: clean_summary
+-- What /clean looked at: every row of the folder; excluded because it involves
+-- the person (or is flagged: a flagged row is clean_direct, a row flagged since
+-- it was scored is stale), and not yet checked (stale: excluded as well).
+-- Each count is served by an index (index-only where the map allows).
+SELECT (SELECT count(*) FROM emails e WHERE e.folder = %(folder)s) AS scanned,
+       (SELECT count(*) FROM emails e
+        WHERE e.folder = %(folder)s
+          AND (e.scores_version IS NULL OR e.scores_version < %(version)s
+               OR e.scores_version > %(version)s OR e.mention_identity IS NULL
+               OR e.mention_identity < %(fingerprint)s OR e.mention_identity > %(fingerprint)s)
+       ) AS not_checked,
+       (SELECT count(*) FROM emails e
+        WHERE e.folder = %(folder)s AND e.clean_direct
+          AND e.scores_version = %(version)s AND e.mention_identity = %(fingerprint)s) AS direct;
 
 -- name: mirror_counts
 SELECT folder, count(*) AS messages, count(*) FILTER (WHERE NOT ('\Seen' = ANY (flags))) AS unread
