@@ -121,8 +121,6 @@ def test_a_20000_message_mailbox_keeps_typing_scrolling_and_polling_responsive(
     triage_tasks = long_tasks(perf, 0, clean_sent)
     assert max(triage_tasks, default=0) <= LONG_TASK_MS, triage_tasks
     clean_tasks = long_tasks(perf, clean_sent, end + 1)
-    if max(clean_tasks, default=0) > LONG_TASK_MS:
-        # Known: the browser lays out the approval card (up to 300 messages with
-        # Date/From/To/CC/Subject and previews) in one task. The server side is
-        # fast (bench/triage.py); the card's rendering is the web templates'.
-        pytest.xfail(f"approval card render: long task(s) {clean_tasks} ms over {LONG_TASK_MS}")
+    # The approval card of up to 300 messages stays cheap to lay out (fixed table
+    # layout, off-screen groups deferred with content-visibility in app.css).
+    assert max(clean_tasks, default=0) <= LONG_TASK_MS, clean_tasks
