@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     imap_max_connections: Annotated[int, Field(ge=1)] = 5
     sync_interval: Annotated[float, Field(gt=0)] = 300.0
     live_mirror: bool = True
+    # Bounded growth (executor/cleaner.py): finished read-only jobs and their
+    # events are deleted this many days after they finished (mutation jobs are
+    # kept with their approval and change record; only their events go), checked
+    # every cleaner_interval seconds.
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    cleaner_interval: Annotated[float, Field(gt=0)] = 300.0
     parse_processes: Annotated[int, Field(ge=0)] = _default_parse_processes()
     sse_heartbeat_seconds: Annotated[float, Field(gt=0)] = 15.0
     sse_poll_seconds: Annotated[float, Field(gt=0)] = 1.0

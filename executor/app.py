@@ -1,6 +1,8 @@
 """The imap-executor: a fixed pool of workers fed by one producer, plus the
-lease renewer, the reaper and the listener. Several executors (on one host or
-many) can share a database: claims skip each other's locked rows."""
+lease renewer, the reaper and the listener; and for the live mirror the
+connection budget keeper, the INBOX watcher and the interval sweeper. Several
+executors (on one host or many) can share a database: claims skip each other's
+locked rows, one of them watches, and all count against one connection budget."""
 
 from __future__ import annotations
 
@@ -19,11 +21,15 @@ from app.config import ImapAccount, Settings
 from app.db.pool import open_pool
 from app.jobs.models import Job
 from app.jobs.store import JobStore
+from executor.cleaner import Cleaner
+from executor.connection_budget import WATCHER, BudgetKeeper, ConnectionBudget, account_key
 from executor.context import JobContext
 from executor.handlers import Handler
 from executor.imap_session import ImapSession
 from executor.parsing import ParserPool
 from executor.services import LeaseRenewer, Listener, Reaper, Service
+from executor.sweeper import Sweeper
+from executor.watcher import InboxWatcher
 from executor.worker import WorkerSlot, run_job
 
 log = logging.getLogger("executor")
@@ -52,10 +58,31 @@ class Executor:
         self.release_timeout = release_timeout
         self.handlers = handlers
         instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.instance = instance
+        self.account_key = account_key(account)
+        # Every IMAP connection of this process takes a slot of the account's budget.
+        self.budget = ConnectionBudget(
+            self.account_key,
+            settings.imap_max_connections,
+            lease_seconds=settings.lease_seconds,
+            process=instance,
+        )
         self.slots = [
-            WorkerSlot(i, f"{instance}:w{i}", ImapSession(account, name=f"{instance}:w{i}"))
+            WorkerSlot(
+                i,
+                f"{instance}:w{i}",
+                ImapSession(account, name=f"{instance}:w{i}", budget=self.budget),
+            )
             for i in range(workers)
         ]
+        self.budget.idle_sessions = lambda: [s.imap for s in self.slots if not s.busy]
+        # The watcher's own connection, in the budget's watcher slot (never
+        # waited for: the slot is free unless another executor's watcher holds it).
+        self.watch_session = ImapSession(
+            account, name=f"{instance}:watch", budget=self.budget, purpose=WATCHER, slot_wait=0
+        )
+        self.watcher: InboxWatcher | None = None  # made by run(), when the live mirror is on
+        self.sweeper: Sweeper | None = None
         self.parser = ParserPool(settings.parse_processes)
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
@@ -71,14 +98,23 @@ class Executor:
         self.wake.set()
 
     async def run(self) -> None:
-        pool = await open_pool(self.conninfo, min_size=1, max_size=2 * len(self.slots) + 4)
+        pool = await open_pool(self.conninfo, min_size=1, max_size=2 * len(self.slots) + 6)
         store = JobStore(pool)
         lease = self.settings.lease_seconds
+        self.budget.bind(pool)
         self.services = services = [
             LeaseRenewer(store, self.in_flight, lease),
             Reaper(store, max(0.5, lease / 2), self.wake),
             Listener(self.conninfo, self.wake),
+            BudgetKeeper(self.budget),
+            Cleaner(
+                store,
+                retention_days=self.settings.retention_days,
+                interval=self.settings.cleaner_interval,
+            ),
         ]
+        if self.settings.live_mirror:
+            services.extend(self._live_mirror_services(store))
         for service in services:
             service.start()
         log.info(
@@ -95,6 +131,26 @@ class Executor:
             self.parser.close()
             await pool.close()
             log.info("executor stopped")
+
+    def _live_mirror_services(self, store: JobStore) -> list[Service]:
+        """The INBOX watcher (when the budget has room for it) and the sweeper."""
+        self.sweeper = Sweeper(
+            store, account=self.account_key, interval=self.settings.sync_interval
+        )
+        if not self.budget.watcher_enabled:
+            log.warning(
+                "IMAP_MAX_CONNECTIONS=1 leaves no connection for the INBOX watcher: "
+                "the mirror is kept fresh by the interval sweeps only"
+            )
+            return [self.sweeper]
+        self.watcher = InboxWatcher(
+            store,
+            self.watch_session,
+            account=self.account_key,
+            owner=self.instance,
+            lease_seconds=self.settings.lease_seconds,
+        )
+        return [self.watcher, self.sweeper]
 
     async def _produce(self, store: JobStore) -> None:
         backoff = 0.5

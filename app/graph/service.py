@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections import defaultdict
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +112,15 @@ class ChatService:
         self.model = model
         self.checkpointer = AsyncPostgresSaver(deps.pool)  # type: ignore[arg-type]
         self.graph = build_graph(deps, model, self.checkpointer)
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # One lock per thread while a turn holds it, then gone: weak values, so
+        # the dict holds only threads mid-turn, however many threads there were.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, thread_id: str) -> asyncio.Lock:
+        lock = self._locks.get(thread_id)
+        if lock is None:
+            lock = self._locks[thread_id] = asyncio.Lock()
+        return lock
 
     async def setup(self) -> None:
         await self.checkpointer.setup()
@@ -148,7 +156,7 @@ class ChatService:
         if len(text) > MAX_MESSAGE_CHARS:
             raise ChatError(422, f"message is longer than {MAX_MESSAGE_CHARS} characters")
         thread_id = thread_id or uuid.uuid4().hex
-        async with self._locks[thread_id]:
+        async with self._lock(thread_id):
             messages, state = await self._snapshot(thread_id)
             before = len(messages)
             if state.interrupts:
@@ -164,7 +172,7 @@ class ChatService:
     ) -> ChatTurn:
         if decision not in ("approve", "reject"):
             raise ChatError(422, "decision must be 'approve' or 'reject'")
-        async with self._locks[thread_id]:
+        async with self._lock(thread_id):
             messages, state = await self._snapshot(thread_id)
             if not messages:
                 raise ChatError(404, f"unknown thread {thread_id!r}")

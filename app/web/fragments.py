@@ -1,88 +1,63 @@
-"""Job state → the `batch_progress` / `batch_complete` messages of SPEC §7.
+"""A job card's HTML, rendered from its `Progress` (app/web/progress.py).
 
-One pure function, so the page, the chat and the tests agree on the mapping.
+The page's first render, the live card stream's swaps and its closing card all
+come from here, from the same state, so a reload shows exactly what the live
+card showed. The mapping to the SPEC §7 messages is `progress.to_message`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.mail.clean import CLEAN_FOLDER
+from app.web.byte_lru import ByteLRU
+from app.web.progress import Progress, to_batch_update, to_message, tool_name
 
-TOOL_NAMES = {"sync": "sync_mailbox", "clean": "execute_clean_batch"}
-
-
-def tool_name(job_type: str) -> str:
-    return TOOL_NAMES.get(job_type, job_type)
+__all__ = ["card_context", "render_card", "render_card_body", "to_batch_update", "tool_name"]
 
 
-def to_batch_update(
-    job: dict[str, Any],
-    event: dict[str, Any] | None = None,
-    *,
-    iterations: int | None = None,
-    record: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Map a job snapshot (and the newest event, if any) to a SPEC §7 message.
-
-    `job` is the public snapshot (`Job.snapshot()` or a `job_status` payload
-    plus `job_type`); `event` is a `job_event` payload whose `data` carries the
-    handler's progress fields (items_found, batch, has_more, uids, summary).
-    `record`, for a finished mutation job, is its change record in figures
-    (`applied`, `uids`: what really changed); it wins over the event's summary.
-    """
-    data: dict[str, Any] = dict((event or {}).get("data") or {})
-    status = job["status"]
-    processed = int(job.get("processed") or 0)
-    total = job.get("total_estimate")
-    tool = tool_name(job.get("job_type", ""))
-    iteration = int(iterations if iterations is not None else data.get("batch") or 0)
-    if status == "completed":
-        summary: dict[str, Any] = data.get("summary") or {}
-        if record is not None:
-            summary = {**summary, "uids": list(record.get("uids") or [])}
-        uids = summary.get("uids") if isinstance(summary.get("uids"), list) else []
-        message: dict[str, Any] = {
-            "type": "batch_complete",
-            "tool": tool,
-            "status": "complete",
-            "total_items": int(total if total is not None else processed),
-            "processed_count": processed,
-            "iterations": iteration,
-            "uids": uids,
-        }
-        if job.get("job_type") == "clean":
-            message["action"] = summary.get("action", "archive")
-            message["target_folder"] = summary.get("target_folder", CLEAN_FOLDER)
-            message["description"] = summary.get("description") or (
-                f"Marked {len(uids)} message(s) read and moved them to {CLEAN_FOLDER}"
-            )
-        elif summary.get("description"):
-            message["description"] = summary["description"]
-        if record is not None:
-            message["changed"] = int(record.get("applied") or 0)
-        return message
-    if status in ("failed", "cancelled"):
-        phase = "error"
-    elif status == "pending" or (processed == 0 and not data.get("items_found")):
-        phase = "starting"
-    else:
-        phase = "running"
-    has_more = data.get("has_more")
-    if has_more is None:
-        has_more = status in ("pending", "running") and (total is None or processed < total)
-    message = {
-        "type": "batch_progress",
-        "tool": tool,
-        "status": phase,
-        "processed": processed,
-        "total_estimate": total,
-        "items_found": int(data.get("items_found") or 0),
-        "iteration": iteration,
-        "has_more": bool(has_more) and phase != "error",
+def card_context(state: Progress, *, live: bool) -> dict[str, Any]:
+    """What `partials/job_card.html` and its inner parts read."""
+    return {
+        "job": state.view(),
+        "msg": to_message(state),
+        "live": live,
+        "undo": state.offers_undo(),
+        "seq": state.seq,
     }
-    if phase == "error":
-        message["error"] = job.get("error") or ("cancelled" if status == "cancelled" else "failed")
-        if record is not None:
-            message["changed"] = int(record.get("applied") or 0)
-    return message
+
+
+def render_card(templates: Any, state: Progress, *, live: bool) -> str:
+    """The whole card: live (it subscribes to its stream from `state.seq`) or
+    finished (static). Kept and shared like the bodies below."""
+    key = (id(templates), "card", live, state.key())
+    cached = _CARDS.get(key)
+    if cached is None:
+        cached = templates.get_template("partials/job_card.html").render(
+            card_context(state, live=live)
+        )
+        _CARDS.put(key, cached)
+    return cached
+
+
+def render_card_body(templates: Any, state: Progress) -> tuple[str, str]:
+    """One live swap: (`batch_progress`, the card's body) while the job runs,
+    (`batch_complete`, the whole finished card) once it completed.
+
+    Every stream watching a job renders the same states, so a render is kept
+    (bounded by bytes) and shared: a hundred open cards cost one render per
+    state, not a hundred."""
+    key = (id(templates), state.key())
+    cached = _BODIES.get(key)
+    if cached is None:
+        context = card_context(state, live=False)
+        name = "batch_complete" if context["msg"]["type"] == "batch_complete" else "batch_progress"
+        cached = (name, templates.get_template(f"partials/{name}.html").render(context))
+        _BODIES.put(key, cached)
+    return cached
+
+
+BODY_CACHE_BYTES = 4 * 1024 * 1024
+_BODIES: ByteLRU[tuple[Any, ...], tuple[str, str]] = ByteLRU(
+    BODY_CACHE_BYTES, lambda item: len(item[1]) + 64
+)
+_CARDS: ByteLRU[tuple[Any, ...], str] = ByteLRU(BODY_CACHE_BYTES, len)

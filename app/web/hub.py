@@ -22,12 +22,15 @@ import psycopg
 from app.db.queries import query
 from app.jobs.models import JobEvent, JobStatus
 from app.jobs.store import JobStore
+from app.web.mirror_feed import CHANNEL as MIRROR_CHANNEL
+from app.web.mirror_feed import MirrorFeed
 
 log = logging.getLogger(__name__)
 CHANNEL = "imap_job_updates"
 QUEUE_LIMIT = 1000
 REFRESH_LIMIT = 5000
 COALESCE_SECONDS = 0.01
+OFFER_SLICE = 32  # streams woken per event-loop turn when a job changes
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class EventHub:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.queries = 0  # for benchmarks: database round trips made by the hub
+        # Mirror changes ride on the same LISTEN connection (app/web/mirror_feed.py).
+        self.mirror = MirrorFeed(store, poll_seconds=poll_seconds)
 
     async def start(self) -> None:
         self._tasks = [
@@ -115,8 +120,10 @@ class EventHub:
             asyncio.create_task(self._refresher(), name="hub-refresh"),
             asyncio.create_task(self._poll(), name="hub-poll"),
         ]
+        await self.mirror.start()
 
     async def stop(self) -> None:
+        await self.mirror.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -189,8 +196,13 @@ class EventHub:
             if old == delivered and not new_events:
                 continue
             update = Update(head, tuple(new_events))
-            for sub in list(self.subs.get(job_id, ())):
+            for n, sub in enumerate(list(self.subs.get(job_id, ())), 1):
                 sub.offer(update)
+                if n % OFFER_SLICE == 0:
+                    # Each offer wakes a stream that then encodes and sends: let
+                    # the loop run those (and any timer due) in slices, so a job
+                    # with hundreds of watchers never stalls the loop in one go.
+                    await asyncio.sleep(0)
 
     async def _refresher(self) -> None:
         while True:
@@ -237,10 +249,15 @@ class EventHub:
                     self.conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {MIRROR_CHANNEL}")
                     backoff = 0.5
                     for job_id in list(self.subs):  # anything missed while disconnected
                         self.mark_dirty(job_id)
+                    self.mirror.hint()
                     async for note in conn.notifies():
+                        if note.channel == MIRROR_CHANNEL:
+                            self.mirror.hint()
+                            continue
                         with contextlib.suppress(ValueError):
                             self.mark_dirty(uuid.UUID(note.payload))
             except Exception as exc:  # noqa: BLE001 - reconnect whatever broke the connection

@@ -4,6 +4,7 @@ while jobs run, and independent cards for concurrent jobs."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from typing import Any
@@ -212,3 +213,74 @@ def test_event_text_is_rendered_as_text_while_running(web: Any, page: Any) -> No
     page.click(f"#job-{job_id} button.cancel")  # also ends the worker
     page.locator(f"#job-{job_id}.status-cancelled").wait_for(timeout=20_000)
     assert worker.result() == "cancelled"
+
+
+# -- one fold: a reload shows exactly what the live card showed ------------------
+
+
+def card_view(page: Any, job_id: str) -> tuple[str, str]:
+    """The card as the person sees it: its text, and its markup inside."""
+    card = page.locator(f"#job-{job_id}")
+    page.wait_for_timeout(100)  # let htmx finish settling the last swap
+    text = " ".join((card.inner_text() or "").split())
+    html = " ".join((card.inner_html() or "").split())
+    return text, html
+
+
+def test_a_reload_shows_exactly_what_the_finished_live_card_showed(stack: Stack, page: Any) -> None:
+    """A real sync of 400 messages in batches of 20: the live card ends with
+    "N batch(es)", and after a reload the same card says the same, to the byte."""
+    page.goto(stack.url)
+    page.click("#sync-button")
+    card = page.locator(".job-card").first
+    job_id = card.get_attribute("data-job-id") or ""
+    page.locator(f"#job-{job_id} .counts.complete").wait_for(timeout=60_000)
+    live_text, live_html = card_view(page, job_id)
+    batches = re.search(r"· (\d+) batch\(es\)", live_text)
+    assert batches and int(batches.group(1)) >= 20, live_text  # 400 messages, 20 a batch
+    page.reload()
+    page.locator(f"#job-{job_id} .counts.complete").wait_for()
+    assert card_view(page, job_id) == (live_text, live_html)
+
+
+def test_a_reload_mid_run_resumes_the_card_and_ends_as_a_fresh_page_shows_it(
+    web: Any, page: Any
+) -> None:
+    worker = SimulatedWorker(web.database_url, batches=16, delay=0.2, message="batch {i}")
+    worker.start()
+    page.goto(web.url)
+    page.click("#sync-button")
+    job_id = page.locator(".job-card").first.get_attribute("data-job-id") or ""
+    page.wait_for_function(
+        f"Number(document.querySelector('#job-{job_id} .processed')?.textContent) >= 30"
+    )
+    page.reload()  # mid-run: the card comes back live, from the seq the page rendered
+    resumed = page.locator(f"#job-{job_id}")
+    connect = resumed.get_attribute("sse-connect") or ""
+    assert re.fullmatch(rf"/ui/jobs/{job_id}/stream\?after=\d+", connect), connect
+    assert int(connect.rsplit("=", 1)[1]) >= 3
+    page.locator(f"#job-{job_id} .counts.complete").wait_for(timeout=30_000)
+    assert worker.result() == "completed"
+    live = card_view(page, job_id)
+    assert "16 batch(es)" in live[0]
+    page.reload()
+    page.locator(f"#job-{job_id} .counts.complete").wait_for()
+    assert card_view(page, job_id) == live
+
+
+def test_a_cancelled_card_reads_the_same_after_a_reload(web: Any, page: Any) -> None:
+    worker = SimulatedWorker(web.database_url, batches=60, delay=0.2, message="batch {i}")
+    worker.start()
+    page.goto(web.url)
+    page.click("#sync-button")
+    job_id = page.locator(".job-card").first.get_attribute("data-job-id") or ""
+    page.locator(f"#job-{job_id} .state", has_text="running").wait_for()
+    page.wait_for_timeout(800)
+    page.click(f"#job-{job_id} button.cancel")
+    page.locator(f"#job-{job_id}.status-cancelled").wait_for(timeout=20_000)
+    assert worker.result() == "cancelled"
+    live = card_view(page, job_id)
+    assert "batch" in live[0] and "error" in live[0]
+    page.reload()
+    page.locator(f"#job-{job_id}.status-cancelled").wait_for()
+    assert card_view(page, job_id) == live

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -318,3 +319,150 @@ async def test_partial_hub_reads_still_deliver_every_event_in_order(
         assert messages[-1].json()["status"] == "completed"
         processed = [m.json()["processed"] for m in messages if m.event == "job_status"]
         assert processed == sorted(processed)
+
+
+# -- the page's cards: one fold, resumed from the seq the page has ---------------
+
+
+def card_in(page_html: str, job_id: Any) -> str:
+    """A job's card in the page's markup (its <div> and everything inside)."""
+    at = page_html.index(f'id="job-{job_id}"')
+    begin = page_html.rindex("<div", 0, at)
+    depth = 0
+    for tag in re.finditer(r"<div\b|</div>", page_html[begin:]):
+        depth += 1 if tag.group(0) == "<div" else -1
+        if depth == 0:
+            return page_html[begin : begin + tag.end()]
+    raise AssertionError("unclosed card")
+
+
+async def test_a_reload_shows_exactly_the_card_the_live_stream_ended_with(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    job = await store.enqueue("sync")
+    reader = asyncio.create_task(collect(client, f"/ui/jobs/{job.job_id}/stream"))
+    await asyncio.sleep(0.3)
+    await run_fake_worker(store, job, 6)
+    messages = await asyncio.wait_for(reader, 20)
+    [closed] = [m for m in messages if m.event == "job_closed"]
+    assert "6 batch(es)" in closed.data
+    from app.web.progress_cache import CACHE
+
+    CACHE.clear()  # another web process, or this one restarted
+    page = await client.get("/")
+    assert card_in(page.text, job.job_id) == closed.data.strip()
+
+
+async def test_a_card_stream_resumes_from_the_seq_the_page_rendered(
+    client: httpx.AsyncClient, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page renders a running card at seq N and the card streams from N:
+    no event at or before N is read again, and the card ends where a fold from
+    seq 0 ends."""
+    job = await store.enqueue("sync")
+    [claimed] = await store.claim(["w"], lease_seconds=30)
+    lease = Lease.of(claimed)
+    for i in range(1, 31):
+        await store.progress(
+            lease, f"batch {i}", processed=i, total_estimate=60, data={"phase": "fetch", "batch": i}
+        )
+    page = await client.get("/")
+    [after] = re.findall(rf"/ui/jobs/{job.job_id}/stream\?after=(\d+)", page.text)
+    assert int(after) == 31
+    reads: list[int] = []
+    original = JobStore.events_after
+
+    async def spy(self: JobStore, job_id: Any, after: int = 0, limit: int = 1000) -> Any:
+        if job_id == job.job_id:
+            reads.append(after)
+        return await original(self, job_id, after, limit)
+
+    monkeypatch.setattr(JobStore, "events_after", spy)
+    reader = asyncio.create_task(collect(client, f"/ui/jobs/{job.job_id}/stream?after={after}"))
+    await asyncio.sleep(0.3)
+    for i in range(31, 61):
+        await store.progress(
+            lease, f"batch {i}", processed=i, total_estimate=60, data={"phase": "fetch", "batch": i}
+        )
+    await store.finish(lease, JobStatus.COMPLETED, "completed", data={"summary": {}})
+    messages = await asyncio.wait_for(reader, 20)
+    assert reads and min(reads) >= int(after), reads
+    [closed] = [m for m in messages if m.event == "job_closed"]
+    assert "60 batch(es)" in closed.data
+
+
+async def test_a_card_the_page_shows_current_gets_no_swap_until_the_job_moves(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    job = await store.enqueue("sync")
+    [claimed] = await store.claim(["w"], lease_seconds=30)
+    lease = Lease.of(claimed)
+    await store.progress(lease, "batch 1", processed=1, data={"phase": "fetch", "batch": 1})
+    page = await client.get("/")
+    [after] = re.findall(rf"/ui/jobs/{job.job_id}/stream\?after=(\d+)", page.text)
+    got: list[SSEMessage] = []
+    async with client.stream("GET", f"/ui/jobs/{job.job_id}/stream?after={after}") as r:
+        async for m in read_sse(r):
+            got.append(m)
+            if m.event == "heartbeat" and len(got) == 1:
+                await store.progress(lease, "batch 2", processed=2, data={"phase": "fetch"})
+            if m.event == "batch_progress":
+                break
+    assert [m.event for m in got] == ["heartbeat", "batch_progress"]
+    assert "batch 2" in got[-1].data
+
+
+async def test_a_finished_card_renders_from_its_stored_fold_once_its_events_are_gone(
+    client: httpx.AsyncClient, store: JobStore, pool: Any
+) -> None:
+    job = await store.enqueue("sync")
+    await run_fake_worker(store, job, 4)
+    first = card_in((await client.get("/")).text, job.job_id)  # folds it, stores the fold
+    async with pool.connection() as conn:
+        await conn.execute("DELETE FROM imap_job_events WHERE job_id = %s", (job.job_id,))
+    from app.web.progress_cache import CACHE
+
+    CACHE.clear()
+    again = card_in((await client.get("/")).text, job.job_id)
+    assert again == first and "4 batch(es)" in again
+    messages = await collect(client, f"/ui/jobs/{job.job_id}/stream")
+    assert [m.event for m in messages] == ["batch_complete", "job_closed"]
+    assert messages[-1].data.strip() == first
+
+
+async def test_a_mutation_card_ends_live_exactly_as_the_page_shows_it_with_undo(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    from tests.integration.test_cleaner import approved_mutation, run_mutation
+
+    job = await approved_mutation(store)
+    reader = asyncio.create_task(collect(client, f"/ui/jobs/{job.job_id}/stream"))
+    await asyncio.sleep(0.3)
+    await run_mutation(store, job)
+    messages = await asyncio.wait_for(reader, 20)
+    [closed] = [m for m in messages if m.event == "job_closed"]
+    assert 'class="undo"' in closed.data and "mark read: 2" in closed.data
+    assert card_in((await client.get("/")).text, job.job_id) == closed.data.strip()
+
+
+async def test_the_encoded_event_cache_stays_within_its_byte_budget(
+    client: httpx.AsyncClient, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events with long UID lists: the cache keeps to its bytes, and streams
+    still get every event (an evicted one is encoded again)."""
+    from app.web.byte_lru import ByteLRU
+    from app.web.routes import events as events_module
+
+    budget = 64 * 1024
+    cache: ByteLRU[Any, bytes] = ByteLRU(budget, len)
+    monkeypatch.setattr(events_module, "_EVENT_CACHE", cache)
+    job = await store.enqueue("sync")
+    [claimed] = await store.claim(["w"], lease_seconds=30)
+    lease = Lease.of(claimed)
+    for i in range(40):
+        await store.progress(lease, f"b{i}", data={"phase": "fetch", "uids": list(range(2000))})
+    await store.finish(lease, JobStatus.COMPLETED, "done")
+    for _ in range(2):
+        messages = await collect(client, f"/api/jobs/{job.job_id}/events")
+        assert [m.json()["seq"] for m in messages if m.event == "job_event"] == list(range(1, 43))
+        assert 0 < cache.nbytes <= budget and len(cache) < 42

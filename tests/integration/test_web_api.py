@@ -242,7 +242,8 @@ async def test_page_lists_running_jobs_with_live_cards(
     running = await store.enqueue("sync")
     await store.claim(["w"], lease_seconds=30)
     page = await client.get("/")
-    assert f'sse-connect="/ui/jobs/{running.job_id}/stream"' in page.text
+    # ... from the event seq the page rendered (the claim is seq 1), not from 0.
+    assert f'sse-connect="/ui/jobs/{running.job_id}/stream?after=1"' in page.text
     assert 'id="chat-input"' in page.text and 'hx-post="/ui/chat"' in page.text
     scripts = re.findall(r'<script src="([^"]+)"', page.text)
     assert scripts and all(src.startswith("/static/") for src in scripts)  # no CDN

@@ -1,12 +1,23 @@
 """Server-sent events: the raw job stream (SPEC §6) and the page's rendered
-progress fragments (SPEC §7). Both start with a snapshot on every connect,
-because htmx's reconnect does not send Last-Event-ID."""
+progress cards (SPEC §7), both driven by one loop, `follow`.
+
+`follow` subscribes to the hub, reads the backlog by seq, waits for updates
+with heartbeats on the wall clock, and ends after the terminal status; it
+yields `Step`s. The JSON route formats them as `job_event` / `job_status` /
+`heartbeat` messages; the card route folds their events into the job's
+`Progress` (app/web/progress.py) and sends rendered fragments, at most four
+swaps a second. A card stream starts from the state the page rendered (the
+card's `?after=N`, found in the progress cache, or a finished job's stored
+summary), so a reconnect never replays a job's events from seq 0.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
+import dataclasses
 import json
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,25 +30,32 @@ from sse_starlette.sse import EventSourceResponse
 
 from app.jobs.models import Job, JobEvent
 from app.jobs.store import JobStore
+from app.web.byte_lru import ByteLRU
 from app.web.deps import HubDep, SettingsDep, StoreDep, TemplatesDep
-from app.web.fragments import to_batch_update
+from app.web.fragments import render_card, render_card_body
 from app.web.hub import EventHub, JobHead, Subscription
-from app.web.routes.jobs import load_job
+from app.web.progress import Progress, fold_all
+from app.web.progress_cache import CACHE, ProgressCache
+from app.web.routes.jobs import ERRORS, load_job
 
 router = APIRouter(tags=["events"])
 NO_PING = 10**6  # our own heartbeat events replace sse-starlette's comment pings
 UI_MIN_INTERVAL = 0.25  # at most four fragment swaps a second per job
 MAX_SEQ = 2**31 - 1  # seq is an int column
+BACKLOG_PAGE = 1000  # events read per query
+BACKLOG_CHUNK = 200  # events per send while catching up
 # A client that takes no bytes for this long is dropped (it can resume by seq),
 # so a stuck reader does not pin a stream forever.
 SEND_TIMEOUT = 60.0
-
+SEP = "\r\n"
 
 # Many streams watch the same job: encode each event and status once, as the
 # bytes sse-starlette would send, and hand a stream one chunk per update.
-_EVENT_CACHE: dict[tuple[uuid.UUID, int], bytes] = {}
-_EVENT_CACHE_LIMIT = 50_000
-SEP = "\r\n"
+# Bounded by bytes: an event's size varies a hundredfold (UID lists).
+EVENT_CACHE_BYTES = 32 * 1024 * 1024
+STATUS_CACHE_BYTES = 2 * 1024 * 1024
+_EVENT_CACHE: ByteLRU[tuple[uuid.UUID, int], bytes] = ByteLRU(EVENT_CACHE_BYTES, len)
+_STATUS_CACHE: ByteLRU[JobHead, bytes] = ByteLRU(STATUS_CACHE_BYTES, len)
 
 
 def _event_bytes(event: JobEvent) -> bytes:
@@ -48,17 +66,18 @@ def _event_bytes(event: JobEvent) -> bytes:
         encoded = ServerSentEvent(
             data=json.dumps(payload, default=str), event="job_event", id=str(event.seq), sep=SEP
         ).encode()
-        if len(_EVENT_CACHE) >= _EVENT_CACHE_LIMIT:
-            _EVENT_CACHE.clear()
-        _EVENT_CACHE[key] = encoded
+        _EVENT_CACHE.put(key, encoded)
     return encoded
 
 
-@functools.lru_cache(maxsize=4096)
 def _status_bytes(head: JobHead) -> bytes:
-    return ServerSentEvent(
-        data=json.dumps(head.status_data()), event="job_status", sep=SEP
-    ).encode()
+    encoded = _STATUS_CACHE.get(head)
+    if encoded is None:
+        encoded = ServerSentEvent(
+            data=json.dumps(head.status_data()), event="job_status", sep=SEP
+        ).encode()
+        _STATUS_CACHE.put(head, encoded)
+    return encoded
 
 
 def _encode(message: dict[str, Any]) -> bytes:
@@ -79,9 +98,16 @@ class Beat:
     def due(self) -> bool:
         return time.monotonic() >= self.next_at
 
-    def message(self) -> dict[str, Any]:
+    def reset(self) -> None:
         self.next_at = time.monotonic() + self.interval
-        return {"event": "heartbeat", "data": json.dumps({"type": "heartbeat", "ts": time.time()})}
+
+    def message(self) -> dict[str, Any]:
+        self.reset()
+        return heartbeat_message()
+
+
+def heartbeat_message() -> dict[str, Any]:
+    return {"event": "heartbeat", "data": json.dumps({"type": "heartbeat", "ts": time.time()})}
 
 
 def _head(job: Job) -> JobHead:
@@ -104,6 +130,11 @@ def _newer(published: JobHead | None, loaded: JobHead) -> JobHead:
     return published
 
 
+def _reported(head: JobHead) -> tuple[Any, ...]:
+    """What a `job_status` message reports (its data, less the constant parts)."""
+    return (head.status, head.processed, head.total_estimate, head.error)
+
+
 def _must_reread(sub: Subscription, events: list[JobEvent], seen: int) -> bool:
     """True when the stream has to read from the database by seq: its buffer
     overflowed, or (defensively) the hub handed it events past a gap."""
@@ -113,12 +144,12 @@ def _must_reread(sub: Subscription, events: list[JobEvent], seen: int) -> bool:
     return lagging or gap
 
 
-async def _backlog(store: JobStore, job: Job, after: int) -> AsyncIterator[JobEvent]:
+async def _backlog(store: JobStore, job_id: uuid.UUID, after: int) -> AsyncIterator[JobEvent]:
     while True:
-        page = await store.events_after(job.job_id, after, limit=1000)
+        page = await store.events_after(job_id, after, limit=BACKLOG_PAGE)
         for event in page:
             yield event
-        if len(page) < 1000:
+        if len(page) < BACKLOG_PAGE:
             return
         after = page[-1].seq
 
@@ -135,7 +166,7 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int:
 
 
 def _sse(stream: AsyncIterator[Any]) -> EventSourceResponse:
-    """Both streams: our own heartbeats instead of comment pings, a send timeout
+    """Every stream: our own heartbeats instead of comment pings, a send timeout
     for stalled clients, and no caching or proxy buffering."""
     return EventSourceResponse(
         stream,
@@ -145,7 +176,189 @@ def _sse(stream: AsyncIterator[Any]) -> EventSourceResponse:
     )
 
 
-@router.get("/api/jobs/{job_id}/events", response_model=None)
+# -- the one loop ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What happened since the previous step of a followed job.
+
+    `events` are new, in seq order, none repeated or skipped. The first step
+    (`opened`) carries the snapshot head and no events; backlog pages follow
+    (`catching_up`); then one step says the stream is caught up, and each later
+    one reports an update. `final` is the last step: the job is finished and
+    every event up to its last seq was handed out.
+    """
+
+    head: JobHead
+    events: tuple[JobEvent, ...] = ()
+    opened: bool = False
+    catching_up: bool = False
+    status_changed: bool = False  # the head's job_status payload differs from the last step's
+    final: bool = False
+    heartbeat: bool = False  # a heartbeat is due after this step's content
+
+
+async def follow(
+    request: Request,
+    store: JobStore,
+    hub: EventHub,
+    job: Job,
+    *,
+    after: int,
+    heartbeat: float,
+    min_interval: float = 0.0,
+) -> AsyncIterator[Step]:
+    """Follow `job` from seq `after` until it is finished and fully handed out.
+
+    With `min_interval`, updates are coalesced: after one arrives the loop
+    waits out the rest of the interval since the previous step (and at least
+    this stream's own small offset, so the hundreds of streams of one job do
+    not all step in the same instant) and takes everything queued meanwhile
+    as one step (a burst of batches costs one)."""
+    sub = await hub.subscribe(job.job_id)  # before the backlog: nothing can fall in between
+    try:
+        head = _newer(sub.head, _head(job))
+        seen = after
+        yield Step(head, opened=True, catching_up=True)
+        chunk: list[JobEvent] = []
+        async for event in _backlog(store, job.job_id, seen):
+            seen = event.seq
+            chunk.append(event)
+            if len(chunk) >= BACKLOG_CHUNK:
+                yield Step(head, tuple(chunk), catching_up=True)
+                chunk = []
+        # A finished head was read before the backlog, so the backlog holds every
+        # event the job still has (the cleaner may have pruned the rest): done.
+        done = head.status.is_terminal
+        yield Step(head, tuple(chunk), final=done)
+        if done:
+            return
+        beat = Beat(heartbeat)
+        stepped_at = time.monotonic()
+        offset = random.uniform(0.0, min_interval / 5) if min_interval > 0 else 0.0
+        while True:
+            try:
+                update = await asyncio.wait_for(sub.queue.get(), beat.remaining())
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return
+                beat.reset()
+                yield Step(head, heartbeat=True)
+                continue
+            updates = [update]
+            if min_interval > 0:
+                await asyncio.sleep(max(offset, min_interval - (time.monotonic() - stepped_at)))
+                while not sub.queue.empty():
+                    updates.append(sub.queue.get_nowait())
+            events = [e for u in updates for e in u.events]
+            if _must_reread(sub, events, seen):
+                events = [e async for e in _backlog(store, job.job_id, seen)]
+            fresh: list[JobEvent] = []
+            for event in events:
+                if event.seq > seen:
+                    seen = event.seq
+                    fresh.append(event)
+            # A head read before our own snapshot can still sit in the queue:
+            # never report counters going backwards.
+            newest = head
+            for u in updates:
+                if u.head.last_seq >= newest.last_seq:
+                    newest = u.head
+            changed = _reported(newest) != _reported(head)
+            head = newest
+            final = head.status.is_terminal
+            if final and seen < head.last_seq:  # the hub read a partial page: the end is complete
+                async for event in _backlog(store, job.job_id, seen):
+                    seen = event.seq
+                    fresh.append(event)
+            due = beat.due() and not final  # the terminal job_status is the last message
+            if due:
+                beat.reset()
+            yield Step(head, tuple(fresh), status_changed=changed, final=final, heartbeat=due)
+            stepped_at = time.monotonic()
+            if final:
+                return
+    finally:
+        hub.unsubscribe(sub)
+
+
+# -- the JSON stream (SPEC §6) -------------------------------------------------
+
+
+def _sse_event_schema(name: str, payload: dict[str, Any], *, with_id: bool) -> dict[str, Any]:
+    """One server-sent event as OpenAPI 3.1 documents it: `schema` describes
+    each event of a `text/event-stream` (`event`, `data`, `id` fields), and
+    `data` is JSON whose `type` equals the event's name (SPEC §6)."""
+    properties: dict[str, Any] = {
+        "event": {"const": name},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "type": "object",
+                "required": ["type", *payload],
+                "properties": {"type": {"const": name}, **payload},
+            },
+        },
+    }
+    if with_id:
+        properties["id"] = {"type": "string", "pattern": "^[0-9]+$", "description": "the seq"}
+    return {
+        "type": "object",
+        "required": ["event", "data", *(["id"] if with_id else [])],
+        "properties": properties,
+    }
+
+
+_NULLABLE_INT = {"type": ["integer", "null"]}
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+JOB_STREAM_EVENT_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        _sse_event_schema(
+            "job_status",
+            {
+                "job_id": {"type": "string", "format": "uuid"},
+                "status": {"enum": ["pending", "running", "completed", "failed", "cancelled"]},
+                "processed": {"type": "integer"},
+                "total_estimate": _NULLABLE_INT,
+                "error": _NULLABLE_TEXT,
+            },
+            with_id=False,
+        ),
+        _sse_event_schema(
+            "job_event",
+            {
+                "job_id": {"type": "string", "format": "uuid"},
+                "seq": {"type": "integer", "minimum": 1},
+                "level": {"enum": ["debug", "info", "warning", "error"]},
+                "message": {"type": "string"},
+                "data": {"type": "object"},
+                "created_at": _NULLABLE_TEXT,
+            },
+            with_id=True,
+        ),
+        _sse_event_schema("heartbeat", {"ts": {"type": "number"}}, with_id=False),
+    ]
+}
+
+EVENT_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "`job_status` (on connect, on every change, and last), `job_event` "
+        "(id: its seq) and `heartbeat` events, ending after the terminal `job_status`",
+        "content": {"text/event-stream": {"schema": JOB_STREAM_EVENT_SCHEMA}},
+    },
+    204: {"description": "the job is finished and every event after the resume point was seen"},
+    **ERRORS,
+}
+
+
+@router.get(
+    "/api/jobs/{job_id}/events",
+    response_model=None,
+    response_class=EventSourceResponse,
+    responses=EVENT_STREAM_RESPONSES,
+)
 async def job_events(
     job_id: str,
     request: Request,
@@ -164,106 +377,21 @@ async def job_events(
 
 async def _job_stream(
     request: Request, store: JobStore, hub: EventHub, job: Job, seen: int, heartbeat: float
-) -> AsyncIterator[bytes | dict[str, Any]]:
-    sub = await hub.subscribe(job.job_id)  # before the backlog: nothing can fall in between
-    try:
-        head = _newer(sub.head, _head(job))
-        yield _status_bytes(head)
-        async for chunk, last in _backlog_chunks(store, job, seen):
-            seen = last
-            yield chunk
-        if head.status.is_terminal and seen >= head.last_seq:
-            yield _status_bytes(head)
-            return
-        beat = Beat(heartbeat)
-        while True:
-            try:
-                update = await asyncio.wait_for(sub.queue.get(), beat.remaining())
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return
-                yield beat.message()
-                continue
-            out: list[bytes] = []
-            events = list(update.events)
-            if _must_reread(sub, events, seen):
-                events = [e async for e in _backlog(store, job, seen)]
-            for event in events:
-                if event.seq > seen:
-                    seen = event.seq
-                    out.append(_event_bytes(event))
-            # A head read before our own snapshot can still sit in the queue:
-            # never report counters going backwards.
-            if update.head.last_seq >= head.last_seq and update.head != head:
-                changed = update.head.status_data() != head.status_data()
-                head = update.head
-                if changed and not head.status.is_terminal:
-                    out.append(_status_bytes(head))
-            if head.status.is_terminal:
-                if seen < head.last_seq:  # the hub read a partial page: the end is complete
-                    async for event in _backlog(store, job, seen):
-                        seen = event.seq
-                        out.append(_event_bytes(event))
-                out.append(_status_bytes(head))
-                yield b"".join(out)
-                return
-            if beat.due():
-                out.append(_encode(beat.message()))
+) -> AsyncIterator[bytes]:
+    steps = follow(request, store, hub, job, after=seen, heartbeat=heartbeat)
+    async with contextlib.aclosing(steps):
+        async for step in steps:
+            out = [_status_bytes(step.head)] if step.opened else []
+            out.extend(_event_bytes(event) for event in step.events)
+            if step.final or (step.status_changed and not step.head.status.is_terminal):
+                out.append(_status_bytes(step.head))
+            if step.heartbeat:
+                out.append(_encode(heartbeat_message()))
             if out:
                 yield b"".join(out)
-    finally:
-        hub.unsubscribe(sub)
 
 
-async def _backlog_chunks(store: JobStore, job: Job, seen: int) -> AsyncIterator[tuple[bytes, int]]:
-    """The backlog in chunks of up to 200 events (one send each)."""
-    out: list[bytes] = []
-    async for event in _backlog(store, job, seen):
-        seen = event.seq
-        out.append(_event_bytes(event))
-        if len(out) >= 200:
-            yield b"".join(out), seen
-            out = []
-    if out:
-        yield b"".join(out), seen
-
-
-# -- the page's progress panel ------------------------------------------------
-
-
-class CardState:
-    """What a job card shows, folded from the job's events."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job.snapshot()
-        self.last: dict[str, Any] | None = None
-        self.iterations = 0
-
-    def fold(self, event: JobEvent) -> None:
-        if event.data.get("phase") in ("fetch", "apply"):
-            self.iterations += 1
-        if event.data.get("phase") in ("fetch", "apply", "starting") or "summary" in event.data:
-            self.last = {"data": event.data, "message": event.message, "level": event.level}
-        self.job["last_message"] = event.message
-
-    def apply(self, head: JobHead) -> None:
-        self.job.update(
-            status=head.status.value,
-            processed=head.processed,
-            total_estimate=head.total_estimate,
-            error=head.error,
-            cancel_requested=head.cancel_requested,
-        )
-
-    def message(self) -> dict[str, Any]:
-        return to_batch_update(self.job, self.last, iterations=self.iterations)
-
-
-def render_card_body(templates: Any, state: CardState) -> tuple[str, str]:
-    msg = state.message()
-    name = "batch_complete" if msg["type"] == "batch_complete" else "batch_progress"
-    html = templates.get_template(f"partials/{name}.html").render(msg=msg, job=state.job)
-    return msg["type"], html
+# -- the page's progress cards ---------------------------------------------------
 
 
 @router.get("/ui/jobs/{job_id}/stream", response_model=None, include_in_schema=False)
@@ -274,66 +402,71 @@ async def job_card_stream(
     hub: HubDep,
     templates: TemplatesDep,
     settings: SettingsDep,
+    after: int | None = Query(default=None, description="the seq the page's card shows"),
 ) -> Response:
     job = await load_job(store, job_id)
-    return _sse(_card_stream(request, store, hub, templates, job, settings.sse_heartbeat_seconds))
+    shown = _resume_point(None, after) if after is not None else None
+    return _sse(
+        _card_stream(
+            request, store, hub, templates, job, shown, settings.sse_heartbeat_seconds, CACHE
+        )
+    )
 
 
 async def _card_stream(
-    request: Request, store: JobStore, hub: EventHub, templates: Any, job: Job, heartbeat: float
-) -> AsyncIterator[dict[str, Any]]:
-    sub = await hub.subscribe(job.job_id)
-    try:
-        head = _newer(sub.head, _head(job))
-        state = CardState(job)
-        state.apply(head)
-        seen = 0
-        async for event in _backlog(store, job, 0):
-            seen = event.seq
-            state.fold(event)
-        beat = Beat(heartbeat)
-        while True:
-            kind, html = render_card_body(templates, state)
-            yield {"event": kind, "data": html}
-            sent_at = time.monotonic()
-            if head.status.is_terminal:
-                closed = templates.get_template("partials/job_card.html").render(
-                    job=state.job, msg=state.message(), live=False
-                )
-                yield {"event": "job_closed", "data": closed}
+    request: Request,
+    store: JobStore,
+    hub: EventHub,
+    templates: Any,
+    job: Job,
+    shown: int | None,
+    heartbeat: float,
+    cache: ProgressCache,
+) -> AsyncIterator[bytes | dict[str, Any]]:
+    """Rendered cards: the current one on connect (unless the page's card,
+    rendered at seq `shown`, is already it), one per coalesced update, and at
+    the end the finished card (`batch_complete` or the error body, then
+    `job_closed`, which replaces the live card with the static one)."""
+    state = await cache.base(store, job)
+    rendered: Progress | None = None
+    if shown is not None and shown == state.seq == job.last_seq:
+        rendered = state  # the page shows exactly this state already
+    steps = follow(
+        request, store, hub, job, after=state.seq, heartbeat=heartbeat, min_interval=UI_MIN_INTERVAL
+    )
+    async with contextlib.aclosing(steps):
+        async for step in steps:
+            state = fold_all(state, step.events).with_head(step.head)
+            if step.catching_up:
+                continue
+            if step.final:
+                [state] = await cache.settle(store, [state])
+                yield _fragment(templates, state) + _fragment(templates, state, closing=True)
                 return
-            # Coalesce: wait for a change, then for the rest of the quarter second,
-            # so a burst of batches costs the browser one swap.
-            while True:
-                try:
-                    update = await asyncio.wait_for(sub.queue.get(), beat.remaining())
-                    break
-                except TimeoutError:
-                    if await request.is_disconnected():
-                        return
-                    yield beat.message()
-            await asyncio.sleep(max(0.0, UI_MIN_INTERVAL - (time.monotonic() - sent_at)))
-            updates = [update]
-            while not sub.queue.empty():
-                updates.append(sub.queue.get_nowait())
-            if _must_reread(sub, [e for upd in updates for e in upd.events], seen):
-                async for event in _backlog(store, job, seen):
-                    seen = event.seq
-                    state.fold(event)
-            for upd in updates:
-                for event in upd.events:
-                    if event.seq > seen:
-                        seen = event.seq
-                        state.fold(event)
-                if upd.head.last_seq >= head.last_seq:
-                    head = upd.head
-            if head.status.is_terminal and seen < head.last_seq:
-                # The final card needs the summary event even if the hub read a partial page.
-                async for event in _backlog(store, job, seen):
-                    seen = event.seq
-                    state.fold(event)
-            state.apply(head)
-            if beat.due():
-                yield beat.message()
-    finally:
-        hub.unsubscribe(sub)
+            if state != rendered:
+                cache.remember(state)
+                yield _fragment(templates, state)
+                rendered = state
+            if step.heartbeat:
+                yield heartbeat_message()
+
+
+# Every stream of a job sends the same fragments: each is rendered and encoded
+# once, as the bytes sse-starlette would send (bounded by bytes like the rest).
+FRAGMENT_CACHE_BYTES = 8 * 1024 * 1024
+_FRAGMENTS: ByteLRU[tuple[Any, ...], bytes] = ByteLRU(FRAGMENT_CACHE_BYTES, len)
+
+
+def _fragment(templates: Any, state: Progress, *, closing: bool = False) -> bytes:
+    """The card swap for `state` (`batch_progress` / `batch_complete`), or with
+    `closing` the `job_closed` message carrying the finished static card."""
+    key = (id(templates), closing, state.key())
+    encoded = _FRAGMENTS.get(key)
+    if encoded is None:
+        if closing:
+            kind, html = "job_closed", render_card(templates, state, live=False)
+        else:
+            kind, html = render_card_body(templates, state)
+        encoded = ServerSentEvent(data=html, event=kind, sep=SEP).encode()
+        _FRAGMENTS.put(key, encoded)
+    return encoded

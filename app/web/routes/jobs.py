@@ -49,8 +49,9 @@ class ErrorBody(BaseModel):
     error: str
 
 
+# 503: the database is unavailable for a moment (app/web/errors.py); retry shortly.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422)
+    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)
 }
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
 
 from app.jobs.models import JobStatus, JobType
+from app.web import lag_probe
 from app.web.deps import ChatDep, SettingsDep, StoreDep, TemplatesDep
-from app.web.fragments import to_batch_update
+from app.web.fragments import render_card
+from app.web.progress import Progress
+from app.web.progress_cache import CACHE as PROGRESS
 from app.web.routes.chat import THREAD_COOKIE
 from app.web.routes.jobs import load_job
 from app.web.security import (
@@ -36,6 +40,18 @@ async def healthz(request: Request) -> dict[str, object]:
     }
 
 
+@router.get("/healthz/lag")
+async def healthz_lag(
+    seconds: Annotated[float, Query(ge=0.1, le=60)] = 5.0, raw: bool = False
+) -> dict[str, object]:
+    """The event loop's lag over `seconds` (bench/sse.py reads it while it loads
+    the process): one probe at a time; `raw` adds every sample."""
+    try:
+        return await lag_probe.measure(seconds, raw=raw)
+    except lag_probe.ProbeBusy as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
 @router.get("/", response_class=HTMLResponse)
 async def index(
     request: Request, store: StoreDep, chat: ChatDep, templates: TemplatesDep, settings: SettingsDep
@@ -54,34 +70,18 @@ async def index(
         for j in await store.list(status, limit=50)
         if j.job_id not in shown
     ]
-    jobs = []
-    # What finished mutation jobs changed comes from their change record.
-    records = await store.change_summaries(
-        [j.job_id for j in recent if j.status.is_terminal and j.job_type.is_mutation]
-    )
-    for job in running + recent:
-        snap = job.snapshot()
-        if job.status.is_terminal:
-            # Finished cards render statically, from their final event and record.
-            final = await store.events_after(job.job_id, max(0, job.last_seq - 1), limit=1)
-            record = records.get(job.job_id)
-            snap["msg"] = to_batch_update(
-                snap,
-                final[-1].as_dict() if final else None,
-                record=(
-                    {"applied": record.applied, "uids": record.uids}
-                    if record is not None
-                    else ({"applied": 0, "uids": []} if job.job_type.is_mutation else None)
-                ),
-            )
-        jobs.append(snap)
+    # Every card from the one fold (app/web/progress.py), as the live stream
+    # renders it: a finished card here is the live card's last state, and a live
+    # card streams on from the seq it was rendered at.
+    states = await PROGRESS.current(store, running + recent)
+    cards = [Markup(render_card(templates, s, live=not s.finished)) for s in states]
     response = templates.TemplateResponse(
         request,
         "index.html",
         {
             "csrf": csrf,
             "turn": turn,
-            "jobs": jobs,
+            "cards": cards,
             "identity": settings.identity_email,
             "demo": settings.demo_mode,
         },
@@ -133,10 +133,7 @@ async def login(
 @router.post("/ui/jobs/sync", response_class=HTMLResponse)
 async def ui_sync(request: Request, store: StoreDep, templates: TemplatesDep) -> HTMLResponse:
     job = await store.enqueue(JobType.SYNC, {})
-    html = templates.get_template("partials/job_card.html").render(
-        job=job.snapshot(), msg=None, live=True
-    )
-    return HTMLResponse(html, status_code=201)
+    return HTMLResponse(render_card(templates, Progress.start(job), live=True), status_code=201)
 
 
 @router.post("/ui/jobs/{job_id}/cancel", response_class=HTMLResponse)
