@@ -19,6 +19,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from app.config import ImapAccount
+from executor import throttle
 
 if TYPE_CHECKING:
     from executor.connection_budget import ConnectionBudget, Slot
@@ -123,6 +124,8 @@ class ImapSession:
                 self.client = await asyncio.to_thread(self._connect_blocking)
                 return
             except IMAPClientError as exc:
+                if (kind := throttle.classify(exc)) is not None:  # Gmail's limits: no quick retry
+                    raise throttle.ServerThrottled(kind, str(exc)) from exc
                 if "auth" in str(exc).lower() or "login" in str(exc).lower():
                     raise ImapUnavailable(
                         f"IMAP login failed for {self.account.username}: {exc}"

@@ -3,7 +3,8 @@
 // `* XPIPER {json}` with the open and peak connection counts, body bytes sent, label STOREs
 // and XOAUTH2 attempts; `XPIPER GRANT user token` makes a token valid, `XPIPER REVOKE user`
 // invalidates all of a user's tokens; `XPIPER LIMIT n` refuses connections beyond n open
-// (Gmail's "Too many simultaneous connections").
+// (Gmail's "Too many simultaneous connections"); `XPIPER SIDEEFFECTS ON|OFF` switches Gmail's
+// folder side effects of label changes (gmail_labels.js).
 module.exports = function (server) {
   server.piperStats = { open: 0, peak: 0, total: 0, refused: 0, bytesSent: 0, labelStores: 0, authAttempts: [] };
   let limit = 0;
@@ -41,11 +42,14 @@ module.exports = function (server) {
       const u = server.users[args[1]];
       if (u && u.xoauth2) u.xoauth2.accessTokens = [];
       done("revoked");
+    } else if (verb === "SIDEEFFECTS") {
+      server.piperGmail.set((args[1] || "").toUpperCase() === "ON");
+      done("side effects " + (server.piperGmail.sideEffects ? "on" : "off"));
     } else if (verb === "LIMIT") {
       limit = parseInt(args[1], 10) || 0;
       done("limit");
     } else {
-      connection.send({ tag: parsed.tag, command: "BAD", attributes: [{ type: "TEXT", value: "XPIPER STATS|GRANT|REVOKE|LIMIT" }] }, "XPIPER", parsed, data);
+      connection.send({ tag: parsed.tag, command: "BAD", attributes: [{ type: "TEXT", value: "XPIPER STATS|GRANT|REVOKE|LIMIT|SIDEEFFECTS" }] }, "XPIPER", parsed, data);
     }
     return callback();
   });
