@@ -30,6 +30,7 @@ import imapclient
 from imapclient.imap_utf7 import decode as decode_utf7
 
 from app.mail.clean import CLEAN_FOLDER
+from app.mail.folders import is_gmail_archive
 from app.mail.message_ref import normalise_message_id
 from executor.imap_fetch import UidFetcher
 
@@ -41,7 +42,6 @@ MESSAGE_ID_FIELD = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
 NOT_MIRRORED = frozenset({"\\all", "\\junk", "\\trash", "\\noselect", "\\nonexistent"})
 # How many X-GM-MSGIDs one UID SEARCH asks for (an OR chain of that depth).
 SEARCH_CHUNK = 25
-ARCHIVE_NAMES = frozenset({"archive", "[gmail]/all mail", "[google mail]/all mail"})
 
 
 def _s(value: Any) -> str:
@@ -93,7 +93,7 @@ class Folders:
     @property
     def all_mail(self) -> str | None:
         return self.special("\\All") or next(
-            (n for n in self.attrs if n.lower() in ARCHIVE_NAMES - {"archive"}), None
+            (n for n in self.attrs if is_gmail_archive(n) and n.lower() != "archive"), None
         )
 
     def mirrorable(self, name: str) -> bool:
@@ -130,8 +130,7 @@ def folder_of_label(label: str) -> str:
 
 def is_archive(target: str, all_mail: str | None) -> bool:
     """A move to "archive" or to All Mail: on Gmail, take it out of the Inbox."""
-    name = " ".join(target.split()).lower()
-    return name in ARCHIVE_NAMES or (all_mail is not None and target == all_mail)
+    return is_gmail_archive(target) or (all_mail is not None and target == all_mail)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,12 @@ from app.jobs.models import JobType
 from app.jobs.store import Change
 from app.mail import mirror_reads
 from app.mail.clean import CLEAN_FOLDER, assess_for_clean
-from app.mail.folders import discarding_folder_reason, is_keyword
+from app.mail.folders import (
+    discarding_folder_reason,
+    discarding_label_reason,
+    is_gmail_archive,
+    is_keyword,
+)
 from app.mail.message_ref import MessageRef
 from app.mail.mirror_reads import EmailRow
 
@@ -91,6 +96,7 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
         cards, params, description = await _undo_cards(deps, args)
     else:
         rows, excluded = await _rows_for(deps, args.get("messages") or [])
+        gmail = any(row.gmail for row in rows)  # Gmail: a move is a label change
         if job_type is JobType.CLEAN:
             identity = deps.identity
             for row in rows:
@@ -110,10 +116,12 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
                     )
             params = {"target_folder": CLEAN_FOLDER, "action": "archive"}
             description = (
-                f"Mark read and move {len(cards)} message(s) to {CLEAN_FOLDER} (recoverable)"
+                gmail_wording(job_type, len(cards), CLEAN_FOLDER, rows)
+                if gmail
+                else f"Mark read and move {len(cards)} message(s) to {CLEAN_FOLDER} (recoverable)"
             )
         else:
-            refusal = _destination_refusal(job_type, args)
+            refusal = _destination_refusal(job_type, args, gmail=gmail)
             if refusal:
                 # Nothing to approve: every message is left out, with the reason.
                 excluded += [
@@ -128,12 +136,20 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
             elif job_type is JobType.MOVE:
                 target = str(args.get("target_folder") or "").strip()
                 params = {"target_folder": target}
-                description = f"Move {len(cards)} message(s) to {target}"
+                description = (
+                    gmail_wording(job_type, len(cards), target, rows)
+                    if gmail
+                    else f"Move {len(cards)} message(s) to {target}"
+                )
             else:
                 label = str(args.get("label") or "").strip()
                 params = {"label": label, "remove": bool(args.get("remove"))}
                 verb = "Remove label" if params["remove"] else "Apply label"
                 description = f"{verb} {label} on {len(cards)} message(s)"
+                if gmail:
+                    description = gmail_wording(
+                        job_type, len(cards), label, rows, remove=params["remove"]
+                    )
             if refusal:
                 description = f"Nothing to approve: {refusal}"
     params["description"] = description
@@ -150,21 +166,59 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
     return action
 
 
-def _destination_refusal(job_type: JobType, args: dict[str, Any]) -> str | None:
+def _destination_refusal(
+    job_type: JobType, args: dict[str, Any], *, gmail: bool = False
+) -> str | None:
     """Why a move or label-as-folder cannot be proposed at all (no target, or a
-    Trash/Spam folder, which deletes by another name), or None."""
+    Trash/Spam folder or Gmail label, which deletes by another name), or None."""
     if job_type is JobType.MOVE:
         target = str(args.get("target_folder") or "").strip()
         if not target:
             return "no target folder was given for the move"
-        return discarding_folder_reason(target)
+        return discarding_label_reason(target) if gmail else discarding_folder_reason(target)
     if job_type is JobType.LABEL and not args.get("remove"):
         label = str(args.get("label") or "").strip()
         if not label:
             return "no label was given"
+        if gmail:
+            return discarding_label_reason(label)
         if not is_keyword(label):  # a label that is not a keyword is a folder: copied there
             return discarding_folder_reason(label)
     return None
+
+
+def gmail_wording(
+    job_type: JobType, count: int, target: str, rows: Sequence[EmailRow], *, remove: bool = False
+) -> str:
+    """The card in Gmail's words: on Gmail a move is a label change, and taking
+    mail out of the Inbox is "archive" (it stays in All Mail; nothing is deleted)."""
+    sources = sorted({r.folder for r in rows})
+    from_inbox = sources == ["INBOX"]
+    if job_type is JobType.CLEAN:
+        return (
+            f"Mark read, label {target} and archive {count} message(s) "
+            "(Gmail takes them out of the Inbox; they stay in All Mail, recoverable)"
+        )
+    if job_type is JobType.LABEL:
+        if remove:
+            return f"Remove the Gmail label {target} from {count} message(s) (nothing is deleted)"
+        return f"Apply the Gmail label {target} to {count} message(s)"
+    if is_gmail_archive(target):
+        return (
+            f"Archive {count} message(s): take them out of the Inbox (Gmail keeps them in All Mail)"
+            if from_inbox
+            else f"Archive {count} message(s): remove the label(s) {', '.join(sources)} "
+            "(Gmail keeps them in All Mail)"
+        )
+    if from_inbox:
+        return (
+            f"Label {count} message(s) {target} and archive them "
+            "(out of the Inbox; Gmail keeps them in All Mail)"
+        )
+    return (
+        f"Label {count} message(s) {target} and remove the label(s) {', '.join(sources)} "
+        "(Gmail keeps them in All Mail)"
+    )
 
 
 async def _undo_cards(

@@ -80,3 +80,12 @@ def discarding_label_reason(label: str) -> str | None:
             "later, so Piper never applies it"
         )
     return discarding_folder_reason(label)
+
+
+# What "archive" is called on Gmail, where it means "take it out of the Inbox".
+GMAIL_ARCHIVE_NAMES = frozenset({"archive", "[gmail]/all mail", "[google mail]/all mail"})
+
+
+def is_gmail_archive(target: str) -> bool:
+    """A move on Gmail to "archive" or to All Mail only removes the Inbox label."""
+    return " ".join(target.split()).lower() in GMAIL_ARCHIVE_NAMES

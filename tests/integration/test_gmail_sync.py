@@ -14,7 +14,7 @@ from app.demo.mailbox import generate_mailbox
 from app.jobs.models import JobStatus
 from app.jobs.store import JobStore
 from executor.handlers.sync import BODY_PREFIX_BYTES
-from tests.support.executor_harness import executor_settings, running_executor, wait_for_job
+from tests.support.executor_harness import running_executor, wait_for_job
 from tests.support.gmail_double import ALL_MAIL, GmailMessage
 from tests.support.gmail_mailbox import (
     SENT,
@@ -24,20 +24,10 @@ from tests.support.gmail_mailbox import (
     labelled,
     mirror_rows,
     needs_node,
+    sync,
 )
 
 pytestmark = needs_node
-
-
-async def sync(store: JobStore, pool: Any, d: Any, **settings: Any) -> dict[str, Any]:
-    job = await store.enqueue("sync")
-    async with running_executor(
-        str(pool.conninfo), account(d), workers=1, settings=executor_settings(**settings)
-    ):
-        done = await wait_for_job(store, job.job_id)
-    assert done.status is JobStatus.COMPLETED, done.error
-    events = await store.events_after(job.job_id, 0)
-    return events[-1].data["summary"]
 
 
 async def test_sync_mirrors_inbox_and_sent_once_each_with_labels_msgid_and_thrid(

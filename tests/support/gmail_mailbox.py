@@ -14,8 +14,17 @@ import imapclient
 import pytest
 
 from app.config import ImapAccount
+from app.jobs.models import JobStatus
+from app.jobs.store import JobStore
 from executor.gmail import decode_labels
-from tests.support.gmail_double import ALL_MAIL, GmailDouble, GmailMessage, gmail_storage, node_available
+from tests.support.executor_harness import executor_settings, running_executor, wait_for_job
+from tests.support.gmail_double import (
+    ALL_MAIL,
+    GmailDouble,
+    GmailMessage,
+    gmail_storage,
+    node_available,
+)
 
 USER = "piper@gmail.test"
 PASSWORD = "app-password"
@@ -120,3 +129,15 @@ async def mirror_rows(pool: Any) -> list[dict[str, Any]]:
 
 async def rows_in(pool: Any, folder: str) -> list[dict[str, Any]]:
     return [r for r in await mirror_rows(pool) if r["folder"] == folder]
+
+
+async def sync(store: JobStore, pool: Any, d: GmailDouble, **settings: Any) -> dict[str, Any]:
+    """One `sync` job run to completion by a real executor; returns its summary."""
+    job = await store.enqueue("sync")
+    async with running_executor(
+        str(pool.conninfo), account(d), workers=1, settings=executor_settings(**settings)
+    ):
+        done = await wait_for_job(store, job.job_id)
+    assert done.status is JobStatus.COMPLETED, done.error
+    events = await store.events_after(job.job_id, 0)
+    return events[-1].data["summary"]

@@ -503,7 +503,7 @@ LIMIT %(limit)s;
 SELECT e.folder, e.uidvalidity, e.uid, e.message_id, e.from_addr, e.from_name, e.to_addrs, e.cc_addrs,
        e.to_display, e.cc_display, e.subject, e.date, e.flags, e.labels, e.body_excerpt,
        e.list_unsubscribe, e.list_id, e.precedence, e.auto_submitted, e.mentions_you,
-       e.mention_identity
+       e.mention_identity, e.gm_msgid IS NOT NULL AS gmail
 FROM emails e
 JOIN unnest(%(folders)s::text[], %(uidvalidities)s::bigint[], %(uids)s::bigint[])
      WITH ORDINALITY AS k(folder, uidvalidity, uid, n)
