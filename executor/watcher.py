@@ -44,6 +44,7 @@ from app.jobs.sync_requests import enqueue_pending_sync, folder_is_mirrored
 from executor.context import lease_margin, renew_interval
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
 from executor.services import Service
+from executor.throttle import ServerThrottled
 
 log = logging.getLogger("executor.watcher")
 
@@ -311,7 +312,7 @@ class InboxWatcher(Service):
             return
         try:
             await self._watch()
-        except (ImapUnavailable, IMAPClientError, *CONNECTION_ERRORS) as exc:
+        except (ImapUnavailable, ServerThrottled, IMAPClientError, *CONNECTION_ERRORS) as exc:
             if not self.watching:
                 raise WatchInterrupted(f"cannot watch {self.folder}: {exc}") from exc
             # It was up and dropped: reconnect at once; failures from here back off.

@@ -148,3 +148,23 @@ async def test_too_many_connections_backs_off_says_so_and_spends_no_attempt(
 
 async def _more(events: Any, n: int) -> bool:
     return len(await events()) >= n
+
+
+async def test_gmails_bandwidth_error_mid_sync_backs_off_and_the_sync_finishes(
+    store: JobStore, pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        throttle, "BACKOFF_BASE", {throttle.CONNECTIONS: 0.3, throttle.BANDWIDTH: 0.3}
+    )
+    with double() as d:
+        d.over_quota(2)
+        job = await store.enqueue("sync")
+        async with running_executor(str(pool.conninfo), account(d), workers=1):
+            done = await wait_for_job(store, job.job_id, timeout=60)
+    assert done.status is JobStatus.COMPLETED, done.error
+    assert done.attempt == 1
+    events = await store.events_after(job.job_id, 0)
+    throttled = [e for e in events if (e.data or {}).get("phase") == "throttled"]
+    assert len(throttled) == 2
+    assert all(e.data["limit"] == "bandwidth" for e in throttled)
+    assert "exceeded its command or bandwidth limits" in throttled[0].message

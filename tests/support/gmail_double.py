@@ -217,6 +217,10 @@ class GmailDouble:
         """Switch Gmail's folder side effects of label changes at run time."""
         self._command(f"XPIPER SIDEEFFECTS {'ON' if on else 'OFF'}")
 
+    def over_quota(self, fetches: int) -> None:
+        """The next `fetches` UID FETCH commands fail with Gmail's bandwidth error."""
+        self._command(f"XPIPER OVERQUOTA {fetches}")
+
     def limit_connections(self, n: int) -> None:
         """Refuse connections beyond n open, as Gmail does past its per-account limit."""
         self._command(f"XPIPER LIMIT {n}")
