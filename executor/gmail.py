@@ -216,13 +216,7 @@ def locate(client: imapclient.IMAPClient, msgids: Iterable[int]) -> dict[int, in
 
 
 def store(
-    client: imapclient.IMAPClient,
-    uids: Sequence[int],
-    *,
-    add_labels: Sequence[str] = (),
-    remove_labels: Sequence[str] = (),
-    add_flags: Sequence[str] = (),
-    remove_flags: Sequence[str] = (),
+    client: imapclient.IMAPClient, uids: Sequence[int], plan: LabelPlan
 ) -> dict[int, GmState]:
     """Change labels and flags of these UIDs (in All Mail), then read them back.
 
@@ -233,14 +227,14 @@ def store(
     """
     ids = list(uids)
     if ids:
-        if add_flags:
-            client.add_flags(ids, list(add_flags), silent=True)
-        if remove_flags:
-            client.remove_flags(ids, list(remove_flags), silent=True)
-        if add_labels:
-            client.add_gmail_labels(ids, list(add_labels), silent=True)
-        if remove_labels:
-            client.remove_gmail_labels(ids, list(remove_labels), silent=True)
+        if plan.add_flags:
+            client.add_flags(ids, list(plan.add_flags), silent=True)
+        if plan.remove_flags:
+            client.remove_flags(ids, list(plan.remove_flags), silent=True)
+        if plan.add_labels:
+            client.add_gmail_labels(ids, list(plan.add_labels), silent=True)
+        if plan.remove_labels:
+            client.remove_gmail_labels(ids, list(plan.remove_labels), silent=True)
     return fetch_gm_state(client, ids)
 
 

@@ -332,13 +332,20 @@ async def relabel_gmail(
     (X-GM-MSGID, flags, labels) gets the new flags and labels, and the copies
     in folders whose label was removed go (Gmail takes the message out of that
     folder: removing `\\Inbox` ends its INBOX UID)."""
-    rows = [
-        {"gm_msgid": msgid, "flags": list(flags), "labels": list(labels)}
-        for msgid, flags, labels in changes
-    ]
-    if rows:
-        async with conn.cursor() as cur:
-            await cur.executemany(query("gmail_relabel"), rows)
+    new = {msgid: (tuple(flags), list(labels)) for msgid, flags, labels in changes}
+    if new:
+        cur = await conn.execute(query("gmail_copies"), {"gm_msgids": list(new)})
+        copies: dict[tuple[str, int], dict[int, int]] = {}
+        for r in await cur.fetchall():
+            copies.setdefault((r["folder"], r["uidvalidity"]), {})[r["uid"]] = int(r["gm_msgid"])
+        for (folder, uidvalidity), uids in copies.items():
+            await update_flags(
+                conn,
+                folder,
+                uidvalidity,
+                {uid: (new[m][0], None) for uid, m in uids.items()},
+                labels={uid: new[m][1] for uid, m in uids.items()},
+            )
     drops = [{"gm_msgid": m, "folders": list(f)} for m, f in gone_from.items() if f]
     if drops:
         async with conn.cursor() as cur:

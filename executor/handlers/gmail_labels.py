@@ -327,13 +327,7 @@ class GmailLabelRun:
         if here:
             try:
                 after = await ctx.imap.call(
-                    gmail.store,
-                    client,
-                    [uid for _t, uid, _st in here],
-                    add_labels=plan.add_labels,
-                    remove_labels=plan.remove_labels,
-                    add_flags=plan.add_flags,
-                    remove_flags=plan.remove_flags,
+                    gmail.store, client, [uid for _t, uid, _st in here], plan
                 )
             except IMAPClientAbortError:
                 raise

@@ -189,17 +189,7 @@ class GmailUndoRun:
             for _t, change, uid in here:
                 groups[restore_plan(change)].append(uid)
             for plan, uids in groups.items():
-                after.update(
-                    await ctx.imap.call(
-                        gmail.store,
-                        client,
-                        uids,
-                        add_labels=plan.add_labels,
-                        remove_labels=plan.remove_labels,
-                        add_flags=plan.add_flags,
-                        remove_flags=plan.remove_flags,
-                    )
-                )
+                after.update(await ctx.imap.call(gmail.store, client, uids, plan))
         except IMAPClientAbortError:
             raise
         except IMAPClientError as exc:

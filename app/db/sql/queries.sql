@@ -940,17 +940,10 @@ RETURNING (SELECT count(*) FROM gone) AS events;
 -- name: folder_state
 SELECT uid, flags, labels FROM emails WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s;
 
--- name: gmail_relabel
--- Labels and flags belong to a Gmail message, not to a folder copy: every
--- mirrored copy follows (scores go stale as in update_flags).
-UPDATE emails SET flags = %(flags)s, labels = %(labels)s,
-    scores_version = CASE
-        WHEN ('\Flagged' = ANY (flags)) IS DISTINCT FROM ('\Flagged' = ANY (%(flags)s::text[]))
-          OR ('\Answered' = ANY (flags)) IS DISTINCT FROM ('\Answered' = ANY (%(flags)s::text[]))
-        THEN NULL ELSE scores_version END,
-    clean_candidate = clean_candidate AND NOT ('\Flagged' = ANY (%(flags)s::text[])),
-    synced_at = now()
-WHERE gm_msgid = %(gm_msgid)s;
+-- name: gmail_copies
+-- Every mirrored copy of these Gmail messages: labels and flags belong to the
+-- message, so each copy follows a change (through update_flags).
+SELECT folder, uidvalidity, uid, gm_msgid FROM emails WHERE gm_msgid = ANY (%(gm_msgids)s::numeric[]);
 
 -- name: gmail_drop_copies
 -- The copies Gmail took away: the message lost the label that showed it in these folders.
