@@ -308,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=3)
     run.add_argument("--demo-messages", type=int, default=300)
     run.set_defaults(fn=cmd_run)
+
+    from app.oauth2.commands import add_auth_parser
+
+    add_auth_parser(sub)
     return parser
 
 
