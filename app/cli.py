@@ -208,12 +208,18 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             + (f", seeded {seeded} messages" if seeded else ""),
             flush=True,
         )
+        print(
+            "to use your own Gmail, Workspace or Microsoft 365 mailbox: README, "
+            "'Connect a real account' (`secretary auth google` / `secretary auth microsoft`)",
+            flush=True,
+        )
         env.update(
             IMAP_HOST=account.host,
             IMAP_PORT=str(account.port),
             IMAP_USERNAME=account.username,
             IMAP_PASSWORD=account.password,
             IMAP_SSL="false",
+            IMAP_AUTH="password",  # the demo Dovecot takes LOGIN, whatever else is set
         )
     procs = [
         subprocess.Popen(

@@ -436,3 +436,36 @@ async def test_no_secret_appears_in_logs_payloads_events_or_errors(
         assert SECRET_MARK not in text, f"a secret leaked into {where}"
         for secret in secrets_used:
             assert secret not in text, f"a secret leaked into {where}"
+
+
+async def test_the_watcher_backs_off_with_the_same_advice_when_sign_in_is_needed(
+    pool: Any,
+    store: JobStore,
+    double: GmailDouble,
+    oauth: Any,
+    tmp_path: Path,
+    every_log_line: _Everything,
+) -> None:
+    fake, _ = oauth
+    refresh_token = fake.new_refresh_token()
+    fake.revoke_refresh_token(refresh_token)
+    account = xoauth2_account(double, fake, oauth2_refresh_token=refresh_token)
+    settings = executor_settings(data_dir=tmp_path, live_mirror=True)
+    async with running_executor(str(pool.conninfo), account, workers=1, settings=settings) as ex:
+        deadline = asyncio.get_running_loop().time() + 20
+        while asyncio.get_running_loop().time() < deadline:
+            if ex.watcher is not None and ex.watcher.sign_in_failures:
+                break
+            await asyncio.sleep(0.05)
+        watcher = ex.watcher
+        assert watcher is not None
+        # It waits before trying again instead of hammering the token endpoint.
+        await asyncio.sleep(1.0)
+        assert watcher.sign_in_failures == 1 and watcher.running
+        assert watcher.restarts == 0
+        # The executor keeps taking other work meanwhile (this job fails for the same reason).
+        failed = await sync_inbox(store)
+        assert failed.status is JobStatus.FAILED and "sign in again" in failed.error
+    assert fake.refused == 1  # one refusal, then the dead token was never sent again
+    [advice] = [line for line in every_log_line.lines if "cannot watch INBOX" in line]
+    assert "sign in again" in advice and "secretary auth" in advice
