@@ -64,10 +64,14 @@ def session(
     redirect_uri: str | None = None,
     scope: str | None = None,
 ) -> OAuth2Session:
-    # A client without a secret (Entra public clients) authenticates with its id in the body.
+    # Client id (and secret, when the client has one) go in the form body: Google
+    # and Entra take that, and so does every token endpoint we know; a client
+    # without a secret (Entra public clients) sends its id alone.
+    secret = _secret(client_secret)
     return OAuth2Session(
         client_id=client_id,
-        client_secret=_secret(client_secret),
+        client_secret=secret,
+        token_endpoint_auth_method="client_secret_post" if secret else "none",
         redirect_uri=redirect_uri,
         scope=scope,
         code_challenge_method="S256",

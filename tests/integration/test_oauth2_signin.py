@@ -296,6 +296,7 @@ def test_the_loopback_flow_stores_the_refresh_token_owner_readable_only(
     redirect_host: str,
 ) -> None:
     fake, _ = oauth
+    fake.expires_in = 3600  # `auth status` below says "valid until", however slow the machine
     env = _cli_env(
         tmp_path,
         IMAP_USERNAME=USER,
