@@ -8,8 +8,12 @@ before the executor touches the database or the network.
 
 from __future__ import annotations
 
+import logging
+
 from app.config import ImapAccount, Settings
 from app.oauth2.store import SignInFileError, load_sign_in, token_path
+
+log = logging.getLogger("executor")
 
 
 class NoAccountConfigured(RuntimeError):
@@ -56,7 +60,9 @@ def check_oauth2_sign_in(settings: Settings, account: ImapAccount) -> None:
             "or set IMAP_OAUTH2_REFRESH_TOKEN, or IMAP_OAUTH2_ACCESS_TOKEN for a token managed outside"
         )
     if not (account.oauth2_client_id or (stored is not None and stored.client_id)):
-        raise NoAccountConfigured(
-            "IMAP_OAUTH2_CLIENT_ID: IMAP_AUTH=xoauth2 with a refresh token needs the OAuth "
-            "client id it was issued to (and IMAP_OAUTH2_CLIENT_SECRET when the client has one)"
+        # RFC 6749 lets a public client refresh without naming itself, so this is
+        # not fatal; Google and Entra do want it, and would refuse the refresh.
+        log.warning(
+            "IMAP_OAUTH2_CLIENT_ID is not set: most providers refuse a refresh without the "
+            "client id the refresh token was issued to (and IMAP_OAUTH2_CLIENT_SECRET if it has one)"
         )

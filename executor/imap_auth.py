@@ -192,9 +192,10 @@ class TokenProvider:
         except grants.GrantRefused as exc:
             self._dead = fingerprint
             self._token = None
+            unnamed = "" if grant.client_id else ", IMAP_OAUTH2_CLIENT_ID not set"
             message = (
                 f"sign in again: the token endpoint refused the refresh token from "
-                f"{grant.origin} ({exc}); {advice}"
+                f"{grant.origin} ({exc}{unnamed}); {advice}"
             )
             log.error("account %s: %s", self.account.username, message)
             self._record(grant, last_error=str(exc), last_error_at=now_iso())
