@@ -383,6 +383,24 @@ def test_auth_status_says_sign_in_again_after_a_refused_refresh(tmp_path: Path) 
     assert "access token: not valid" in status.stdout and "sign in again" in status.stdout
 
 
+@asynccontextmanager
+async def executor_process(env: dict[str, str], stderr: Path) -> AsyncIterator[None]:
+    """`python -m executor` with `env`, its stderr appended to a file, stopped by SIGTERM."""
+    with stderr.open("a") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "executor", "--workers", "1", "--log-level", "DEBUG"],
+            env=env,
+            cwd=stderr.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            yield
+        finally:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 60)
+
+
 # -- secrets stay secret ----------------------------------------------------------------------
 
 
@@ -497,3 +515,39 @@ async def test_the_watcher_backs_off_with_the_same_advice_when_sign_in_is_needed
     assert fake.refused == 1  # one refusal, then the dead token was never sent again
     [advice] = [line for line in every_log_line.lines if "cannot watch INBOX" in line]
     assert "sign in again" in advice and "secretary auth" in advice
+
+
+async def test_the_executor_process_signs_in_from_its_settings_and_its_stderr_keeps_secrets(
+    store: JobStore, pool: Any, double: GmailDouble, oauth: Any, tmp_path: Path
+) -> None:
+    fake, grants = oauth
+    fake.expires_in = 3600
+    refresh_token = fake.new_refresh_token()
+    env = _cli_env(
+        tmp_path,
+        DATABASE_URL=str(pool.conninfo),
+        IMAP_HOST=double.host,
+        IMAP_PORT=str(double.port),
+        IMAP_SSL="false",
+        IMAP_USERNAME=USER,
+        IMAP_AUTH="xoauth2",
+        IMAP_OAUTH2_CLIENT_ID=CLIENT_ID,
+        IMAP_OAUTH2_CLIENT_SECRET=CLIENT_SECRET,
+        IMAP_OAUTH2_REFRESH_TOKEN=refresh_token,
+        IMAP_OAUTH2_TOKEN_URL=fake.token_url,
+        SECRETARY_LIVE_MIRROR="false",
+        SECRETARY_POLL_SECONDS="0.2",
+    )
+    log = tmp_path / "executor.stderr"
+    async with executor_process(env, log):
+        done = await sync_inbox(store)
+        assert done.status is JobStatus.COMPLETED, done.error
+    fake.revoke_refresh_token()
+    grants.revoke_all()
+    async with executor_process(env, log):  # a new process signs in anew
+        failed = await sync_inbox(store)
+    assert failed.status is JobStatus.FAILED and "sign in again" in failed.error
+    stderr = log.read_text()
+    assert "access token refreshed" in stderr and "sign in again" in stderr
+    for secret in [SECRET_MARK, refresh_token, CLIENT_SECRET, *fake.access_tokens]:
+        assert secret not in stderr
