@@ -13,6 +13,7 @@ limits, timeouts and 5xx a bounded number of times with exponential backoff
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from typing import Any
 
@@ -60,6 +61,14 @@ def missing_extra(spec: str | None) -> str | None:
 
 def _client_settings(provider: str | None, settings: Settings) -> dict[str, Any]:
     """Timeout and bounded retries in each provider's own parameter names."""
+    if provider == "openai" and os.environ.get("OPENAI_BASE_URL"):
+        # The OpenAI SDK's own variable, passed on: langchain-openai shares one
+        # HTTP client per base URL (and reads only OPENAI_API_BASE itself).
+        return {
+            "base_url": os.environ["OPENAI_BASE_URL"],
+            "timeout": settings.chat_timeout,
+            "max_retries": settings.chat_max_retries,
+        }
     if provider in ("openai", "anthropic", "azure_openai", "groq", "mistralai", "deepseek", "xai"):
         return {"timeout": settings.chat_timeout, "max_retries": settings.chat_max_retries}
     if provider == "ollama":
