@@ -33,13 +33,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.support.uvicorn_server import free_port
+from tests.support.uvicorn_server import serve_asgi
 
 
 @dataclass(frozen=True)
@@ -246,19 +245,6 @@ async def _chunks(reply: Text | Calls, model: str) -> AsyncIterator[bytes]:
 @contextmanager
 def serve_fake_openai() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI()
-    port = free_port()
-    config = uvicorn.Config(fake.app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"fake-openai-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the fake OpenAI server did not start")
-        time.sleep(0.02)
-    fake.base_url = f"http://127.0.0.1:{port}/v1"
-    try:
+    with serve_asgi(fake.app, lifespan="off") as (url, _):
+        fake.base_url = f"{url}/v1"
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
