@@ -269,6 +269,8 @@ async def test_streamed_chat_sends_tokens_and_tool_events_then_the_json_answer(
         headers={"Accept": "text/event-stream"},
     )
     assert r.status_code == 404
+    # The page's stream of a turn that is gone: 204, so the browser stops asking.
+    assert (await web.get("/ui/chat/runs/not-a-run")).status_code == 204
 
 
 # -- a provider that fails ---------------------------------------------------------

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from app.graph.service import MAX_MESSAGE_CHARS, ChatError, ChatTurn
+from app.graph.service import MAX_MESSAGE_CHARS, ChatError, ChatService, ChatTurn
 from app.web.chat_runs import ChatRun, ChatRuns
 from app.web.chat_view import page_turn, turn_json
 from app.web.deps import ChatDep, StoreDep, TemplatesDep
@@ -76,13 +76,21 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-async def _api_events(run: ChatRun) -> AsyncIterator[dict[str, str]]:
-    """SPEC §6: every event's data is JSON whose `type` is the event's name."""
+async def _api_events(run: ChatRun, service: ChatService) -> AsyncIterator[dict[str, str]]:
+    """SPEC §6: every event's data is JSON whose `type` is the event's name; the
+    last is `chat_done` with the JSON answer (after an `error`, the thread as it is)."""
     async for item in run.follow():
         if isinstance(item, ChatTurn):
-            yield {"event": "chat_done", "data": _dumps({"type": "chat_done", **turn_json(item)})}
-        else:
-            yield {"event": item["type"], "data": _dumps(item)}
+            yield _chat_done(item)
+            return
+        yield {"event": item["type"], "data": _dumps(item)}
+    exists = await service.exists(run.thread_id)
+    turn = await service.view(run.thread_id) if exists else ChatTurn(run.thread_id, [], None)
+    yield _chat_done(turn)
+
+
+def _chat_done(turn: ChatTurn) -> dict[str, str]:
+    return {"event": "chat_done", "data": _dumps({"type": "chat_done", **turn_json(turn)})}
 
 
 @router.post("/api/chat", response_model=ChatResponse, responses={**ERRORS, **STREAM})
@@ -91,7 +99,7 @@ async def chat(
 ) -> ChatResponse | EventSourceResponse:
     if _wants_stream(request):
         run = await runs.start(service.stream_send(body.thread_id, body.message))
-        return EventSourceResponse(_api_events(run))
+        return EventSourceResponse(_api_events(run, service))
     return _response(await service.send(body.thread_id, body.message))
 
 
@@ -105,7 +113,7 @@ async def resume(
     args = (thread_id, body.interrupt_id, body.decision, body.selection, edit)
     if _wants_stream(request):
         run = await runs.start(service.stream_resume(*args))
-        return EventSourceResponse(_api_events(run))
+        return EventSourceResponse(_api_events(run, service))
     return _response(await service.resume(*args))
 
 
