@@ -340,7 +340,11 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
             note = "No approval was prepared for this change, so nothing was changed."
         elif proposal["message_count"] == 0:
             decision = {"decision": "reject"}
-            note = "There is nothing I can safely change there, so I left the mailbox as it is."
+            # Why (a refused folder, a malformed call, no such messages): the model
+            # and the person read the proposal's own account of it.
+            note = (
+                f"{proposal['title']}. " if proposal.get("title") else ""
+            ) + "There is nothing I can safely change there, so I left the mailbox as it is."
         else:
             decision = interrupt(proposal)
             note = "You rejected this, so nothing was changed."

@@ -201,3 +201,21 @@ async def test_new_message_sets_a_pending_approval_aside(
     after = await chat.send(turn.thread_id, "/status")
     assert after.interrupt is None
     assert await jobs(store) == []
+
+
+async def test_a_streamed_turn_yields_tool_events_and_tokens_then_the_turn(
+    chat: ChatService, store: JobStore
+) -> None:
+    from app.graph.service import ChatTurn, TurnStarted
+
+    items = [item async for item in chat.stream_send(None, "/sync")]
+    assert isinstance(items[0], TurnStarted) and isinstance(items[-1], ChatTurn)
+    events = items[1:-1]
+    assert [e for e in events if e["type"] == "tool"] == [
+        {"type": "tool", "name": "sync_mailbox", "status": "start"},
+        {"type": "tool", "name": "sync_mailbox", "status": "end"},
+    ]
+    tokens = "".join(e["text"] for e in events if e["type"] == "token")
+    turn = items[-1]
+    assert tokens == turn.messages[-1].text and len(turn.job_ids) == 1
+    assert [str(j.job_id) for j in await jobs(store)] == turn.job_ids
