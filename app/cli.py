@@ -190,6 +190,16 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from app.graph.chat_model import missing_extra
+
+    extra = missing_extra(settings.chat_model)
+    if extra:  # ./scripts/run.sh installs it; a bare `secretary run` says how
+        print(
+            f"error: SECRETARY_CHAT_MODEL={settings.chat_model!r} needs its provider: "
+            f"run ./scripts/run.sh, or .venv/bin/pip install -e '.[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     conninfo = _conninfo(settings)
     migrate(conninfo)
     # The web process learns its bind address, so it serves that name too.

@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: Annotated[float, Field(gt=0)] = 15.0
     sse_poll_seconds: Annotated[float, Field(gt=0)] = 1.0
     chat_model: str | None = None
+    # A chat model request's timeout (seconds) and how often the provider's client
+    # retries a 429, timeout or 5xx (exponential backoff) before the chat says so.
+    chat_timeout: Annotated[float, Field(gt=0)] = 60.0
+    chat_max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     timezone: str = "UTC"
     extra: Mapping[str, Any] = Field(default_factory=dict, repr=False)  # raw config.yaml
 
