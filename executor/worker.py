@@ -24,6 +24,7 @@ from executor.context import (
     ShuttingDown,
 )
 from executor.handlers import HANDLERS, Handler
+from executor.imap_auth import SignInRequired
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
 from executor.parsing import ParserPool
 from executor.throttle import ServerThrottled
@@ -136,6 +137,10 @@ async def run_job(
         await slot.imap.discard()
         await _throttled(store, lease, exc)
     except PermanentJobError as exc:
+        await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {exc}", str(exc))
+    except SignInRequired as exc:
+        # Retrying cannot help until the person signs in again; the message says how.
+        await slot.imap.discard()
         await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {exc}", str(exc))
     except (ImapUnavailable, *CONNECTION_ERRORS, *TRANSIENT_DB_ERRORS) as exc:
         if not isinstance(exc, TRANSIENT_DB_ERRORS):

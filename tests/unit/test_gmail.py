@@ -6,12 +6,15 @@ from __future__ import annotations
 import imaplib
 
 import pytest
+from imapclient.exceptions import LoginError
 
+from app.config import ImapAccount
 from app.jobs.models import JobType
 from app.mail.folders import discarding_label_reason, is_gmail_archive
 from executor import gmail, throttle
 from executor.context import PermanentJobError
 from executor.handlers.gmail_labels import plan_for_folder
+from executor.imap_auth import ImapSignIn
 
 FOLDERS = gmail.Folders(
     {
@@ -123,3 +126,31 @@ def test_a_limit_behind_another_error_is_found_and_backoffs_grow_to_a_cap() -> N
     assert waits == sorted(waits) and waits[0] == throttle.BACKOFF_BASE[throttle.CONNECTIONS]
     assert max(waits) == throttle.BACKOFF_MAX
     assert throttle.backoff(throttle.BANDWIDTH, 0) > throttle.backoff(throttle.CONNECTIONS, 0)
+
+
+class _Tokens:
+    def __init__(self) -> None:
+        self.rejected_tokens: list[str] = []
+
+    def access_token(self) -> str:
+        return "token"
+
+    def rejected(self, token: str) -> None:
+        self.rejected_tokens.append(token)
+
+
+class _BusyServer:
+    """An IMAP client whose XOAUTH2 sign-in Gmail refuses for too many connections."""
+
+    def oauth2_login(self, user: str, token: str) -> None:
+        raise LoginError("b'[ALERT] Too many simultaneous connections. (Failure)'")
+
+
+def test_too_many_connections_at_an_xoauth2_sign_in_is_a_limit_not_a_bad_token() -> None:
+    sign_in = ImapSignIn(ImapAccount("imap.gmail.test", 993, "me@gmail.test", "", True))
+    tokens = _Tokens()
+    sign_in.tokens = tokens  # type: ignore[assignment]
+    with pytest.raises(LoginError) as caught:
+        sign_in.login(_BusyServer())  # type: ignore[arg-type]
+    assert throttle.classify(caught.value) == throttle.CONNECTIONS
+    assert tokens.rejected_tokens == []  # the token was not thrown away, no "sign in again"
