@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     imap_max_connections: Annotated[int, Field(ge=1)] = 5
     sync_interval: Annotated[float, Field(gt=0)] = 300.0
     live_mirror: bool = True
+    # Gmail (SPEC §9): INBOX and Sent are mirrored; these labels (folders) too.
+    # Other servers mirror every folder but Trash, Junk and All Mail anyway.
+    sync_folders: tuple[str, ...] = ()
     # Bounded growth (executor/cleaner.py): finished read-only jobs and their
     # events are deleted this many days after they finished (mutation jobs are
     # kept with their approval and change record; only their events go), checked
@@ -174,7 +177,7 @@ class Settings(BaseSettings):
         """No account configured: run against the private demo Dovecot."""
         return self.imap is None
 
-    @field_validator("identity_aliases", "web_hosts", mode="before")
+    @field_validator("identity_aliases", "web_hosts", "sync_folders", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_list(value)

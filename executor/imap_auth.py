@@ -47,6 +47,7 @@ from app.oauth2.store import (
     token_path,
     update_status,
 )
+from executor import throttle
 
 log = logging.getLogger("executor.imap_auth")
 
@@ -263,6 +264,8 @@ class ImapSignIn:
             client.oauth2_login(user, token)
             return
         except LoginError as exc:
+            if throttle.classify(exc):
+                raise  # a server limit, not a bad token (executor/throttle.py)
             log.warning(
                 "account %s: the server refused the access token (%s); refreshing and trying once more",
                 user,
@@ -273,6 +276,8 @@ class ImapSignIn:
         try:
             client.oauth2_login(user, token)
         except LoginError as exc:
+            if throttle.classify(exc):
+                raise
             raise SignInRequired(
                 f"sign in again: the server refused a fresh access token for {user} ({exc}); "
                 "check IMAP_USERNAME and that the sign-in allowed IMAP "

@@ -21,6 +21,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from app.config import ImapAccount
+from executor import throttle
 from executor.imap_auth import ImapSignIn, SignInRequired, TokenUnavailable
 
 if TYPE_CHECKING:
@@ -138,6 +139,8 @@ class ImapSession:
             except TokenUnavailable as exc:
                 error = exc
             except IMAPClientError as exc:
+                if (kind := throttle.classify(exc)) is not None:  # Gmail's limits: no quick retry
+                    raise throttle.ServerThrottled(kind, str(exc)) from exc
                 if "auth" in str(exc).lower() or "login" in str(exc).lower():
                     raise ImapUnavailable(
                         f"IMAP login failed for {self.account.username}: {exc}"

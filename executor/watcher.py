@@ -49,6 +49,7 @@ from executor.context import lease_margin, renew_interval
 from executor.imap_auth import SignInRequired
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
 from executor.services import Service
+from executor.throttle import ServerThrottled
 
 log = logging.getLogger("executor.watcher")
 
@@ -335,7 +336,7 @@ class InboxWatcher(Service):
                 await self.lease.release()
             await self._sleep(self.sign_in_backoff)
             self.sign_in_backoff = min(self.sign_in_backoff * 2, SIGN_IN_BACKOFF_MAX)
-        except (ImapUnavailable, IMAPClientError, *CONNECTION_ERRORS) as exc:
+        except (ImapUnavailable, ServerThrottled, IMAPClientError, *CONNECTION_ERRORS) as exc:
             if not self.watching:
                 raise WatchInterrupted(f"cannot watch {self.folder}: {exc}") from exc
             # It was up and dropped: reconnect at once; failures from here back off.

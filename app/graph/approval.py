@@ -28,7 +28,12 @@ from app.jobs.models import JobType
 from app.jobs.store import Change
 from app.mail import mirror_reads
 from app.mail.clean import CLEAN_FOLDER, assess_for_clean
-from app.mail.folders import discarding_folder_reason, is_keyword
+from app.mail.folders import (
+    discarding_folder_reason,
+    discarding_label_reason,
+    is_gmail_archive,
+    is_keyword,
+)
 from app.mail.message_ref import MessageRef
 from app.mail.mirror_reads import EmailRow
 
@@ -119,6 +124,9 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
         cards, params, description = await _undo_cards(deps, args)
     else:
         rows, excluded = await _rows_for(deps, args.get("messages") or [])
+        # Gmail: a move is a label change, said in Gmail's words (gmail_wording).
+        sources = sorted({row.folder for row in rows}) if any(r.gmail for r in rows) else None
+        gmail = sources is not None
         if job_type is JobType.CLEAN:
             identity = deps.identity
             for row in rows:
@@ -138,10 +146,12 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
                     )
             params = {"target_folder": CLEAN_FOLDER, "action": "archive"}
             description = (
-                f"Mark read and move {len(cards)} message(s) to {CLEAN_FOLDER} (recoverable)"
+                gmail_wording(job_type, len(cards), CLEAN_FOLDER, sources)
+                if sources is not None
+                else f"Mark read and move {len(cards)} message(s) to {CLEAN_FOLDER} (recoverable)"
             )
         else:
-            refusal = _destination_refusal(job_type, args)
+            refusal = _destination_refusal(job_type, args, gmail=gmail)
             if refusal:
                 # Nothing to approve: every message is left out, with the reason.
                 excluded += [
@@ -162,7 +172,7 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
             if refusal:
                 description = f"Nothing to approve: {refusal}"
             else:
-                description = describe(job_type, params, len(cards)) or description
+                description = describe(job_type, params, len(cards), sources) or description
     params["description"] = description
     action: ProposedAction = {
         "tool_call_id": call["id"],
@@ -174,11 +184,24 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
     }
     if excluded:
         action["excluded"] = excluded
+    if job_type is not JobType.UNDO and sources is not None:
+        action["gmail_sources"] = sources
     return action
 
 
-def describe(job_type: JobType, params: dict[str, Any], count: int) -> str | None:
-    """The card's sentence for a move or label (the actions a person can edit)."""
+def describe(
+    job_type: JobType,
+    params: dict[str, Any],
+    count: int,
+    gmail_sources: Sequence[str] | None = None,
+) -> str | None:
+    """The card's sentence for a move or label (the actions a person can edit);
+    in Gmail's words when the messages are Gmail's (`gmail_sources`: their folders)."""
+    if gmail_sources is not None and job_type in (JobType.MOVE, JobType.LABEL):
+        target = params["target_folder"] if job_type is JobType.MOVE else params["label"]
+        return gmail_wording(
+            job_type, count, target, gmail_sources, remove=bool(params.get("remove"))
+        )
     if job_type is JobType.MOVE:
         return f"Move {count} message(s) to {params['target_folder']}"
     if job_type is JobType.LABEL:
@@ -199,7 +222,11 @@ def edit_refusal(proposal: Proposal, target: str) -> str | None:
         return "the edited folder or label must be 1 to 200 printable characters"
     for action in editable:
         key = EDITABLE_TARGET[action["action"]]
-        refusal = _destination_refusal(JobType(action["action"]), {**action["params"], key: target})
+        refusal = _destination_refusal(
+            JobType(action["action"]),
+            {**action["params"], key: target},
+            gmail="gmail_sources" in action,
+        )
         if refusal:
             return refusal
     return None
@@ -214,25 +241,65 @@ def _edited(action: ProposedAction, target: str | None, count: int) -> dict[str,
         return params
     params["edited_from"] = {key: params.get(key)}
     params[key] = target.strip()
-    params["description"] = describe(JobType(action["action"]), params, count)
+    params["description"] = describe(
+        JobType(action["action"]), params, count, action.get("gmail_sources")
+    )
     return params
 
 
-def _destination_refusal(job_type: JobType, args: dict[str, Any]) -> str | None:
+def _destination_refusal(
+    job_type: JobType, args: dict[str, Any], *, gmail: bool = False
+) -> str | None:
     """Why a move or label-as-folder cannot be proposed at all (no target, or a
-    Trash/Spam folder, which deletes by another name), or None."""
+    Trash/Spam folder or Gmail label, which deletes by another name), or None."""
     if job_type is JobType.MOVE:
         target = str(args.get("target_folder") or "").strip()
         if not target:
             return "no target folder was given for the move"
-        return discarding_folder_reason(target)
+        return discarding_label_reason(target) if gmail else discarding_folder_reason(target)
     if job_type is JobType.LABEL and not args.get("remove"):
         label = str(args.get("label") or "").strip()
         if not label:
             return "no label was given"
+        if gmail:
+            return discarding_label_reason(label)
         if not is_keyword(label):  # a label that is not a keyword is a folder: copied there
             return discarding_folder_reason(label)
     return None
+
+
+def gmail_wording(
+    job_type: JobType, count: int, target: str, sources: Sequence[str], *, remove: bool = False
+) -> str:
+    """The card in Gmail's words: on Gmail a move is a label change, and taking
+    mail out of the Inbox is "archive" (it stays in All Mail; nothing is deleted)."""
+    sources = sorted(sources)
+    from_inbox = sources == ["INBOX"]
+    if job_type is JobType.CLEAN:
+        return (
+            f"Mark read, label {target} and archive {count} message(s) "
+            "(Gmail takes them out of the Inbox; they stay in All Mail, recoverable)"
+        )
+    if job_type is JobType.LABEL:
+        if remove:
+            return f"Remove the Gmail label {target} from {count} message(s) (nothing is deleted)"
+        return f"Apply the Gmail label {target} to {count} message(s)"
+    if is_gmail_archive(target):
+        return (
+            f"Archive {count} message(s): take them out of the Inbox (Gmail keeps them in All Mail)"
+            if from_inbox
+            else f"Archive {count} message(s): remove the label(s) {', '.join(sources)} "
+            "(Gmail keeps them in All Mail)"
+        )
+    if from_inbox:
+        return (
+            f"Label {count} message(s) {target} and archive them "
+            "(out of the Inbox; Gmail keeps them in All Mail)"
+        )
+    return (
+        f"Label {count} message(s) {target} and remove the label(s) {', '.join(sources)} "
+        "(Gmail keeps them in All Mail)"
+    )
 
 
 async def _undo_cards(

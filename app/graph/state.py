@@ -38,6 +38,8 @@ class ProposedAction(TypedDict):
     params: dict[str, Any]
     groups: list[ApprovalGroup]
     excluded: NotRequired[list[dict[str, Any]]]
+    # Gmail rows: the folders the messages are in (a move there is a label change).
+    gmail_sources: NotRequired[list[str]]
 
 
 class Proposal(TypedDict):

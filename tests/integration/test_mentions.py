@@ -51,7 +51,7 @@ MENTIONS_ALEX = {
 PLAIN_BULK = {
     "The Batch: issue #212",  # newsletter.eml
     "[announce] v2.4.0 released",  # list_bcc.eml
-    "The Batch: issue #213",  # newsletter_near_miss.eml ("Alexander", "royalty", past 20 KB)
+    "The Batch: issue #213",  # newsletter_near_miss.eml ("Alexander", "royalty": fetched whole)
     "Big digest, nobody named",  # bigger than the prefix; the server says no
 }
 GOLDEN = [
