@@ -22,6 +22,7 @@ from app.db.pool import open_pool
 from app.jobs.models import Job
 from app.jobs.store import JobStore
 from executor.cleaner import Cleaner
+from executor.completer import Completer
 from executor.connection_budget import WATCHER, BudgetKeeper, ConnectionBudget, account_key
 from executor.context import JobContext
 from executor.handlers import Handler
@@ -88,6 +89,7 @@ class Executor:
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
         self.services: list[Service] = []
+        self.completer: Completer | None = None  # made by run()
 
     def in_flight(self) -> list[JobContext]:
         return [s.current for s in self.slots if s.current is not None]
@@ -98,11 +100,17 @@ class Executor:
         self.wake.set()
 
     async def run(self) -> None:
-        pool = await open_pool(self.conninfo, min_size=1, max_size=2 * len(self.slots) + 6)
+        pool = await open_pool(
+            self.conninfo, min_size=1, max_size=2 * len(self.slots) + 6, quick_check=True
+        )
         store = JobStore(pool)
         lease = self.settings.lease_seconds
         self.budget.bind(pool)
+        self.completer = Completer(
+            store, lease_seconds=lease, job_types=self.job_types, stopping=self.stopping
+        )
         self.services = services = [
+            self.completer,
             LeaseRenewer(store, self.in_flight, lease),
             Reaper(store, max(0.5, lease / 2), self.wake),
             Listener(self.conninfo, self.wake),
@@ -187,18 +195,27 @@ class Executor:
 
     def _start(self, job: Job, slot: WorkerSlot, store: JobStore, claimed_at: float) -> None:
         async def runner() -> None:
+            # The completer may hand this worker its next job with each completion.
+            handoff: tuple[Job, float] | None = (job, claimed_at)
             try:
-                await run_job(
-                    job,
-                    slot,
-                    store,
-                    self.settings,
-                    handlers=self.handlers,
-                    parser=self.parser,
-                    claimed_at=claimed_at,
-                )
-            except Exception:
-                log.exception("worker %s: job_id=%s escaped its handler", slot.owner, job.job_id)
+                while handoff is not None:
+                    current, at = handoff
+                    handoff = None
+                    try:
+                        handoff = await run_job(
+                            current,
+                            slot,
+                            store,
+                            self.settings,
+                            handlers=self.handlers,
+                            parser=self.parser,
+                            claimed_at=at,
+                            completer=self.completer,
+                        )
+                    except Exception:
+                        log.exception(
+                            "worker %s: job_id=%s escaped its handler", slot.owner, current.job_id
+                        )
             finally:
                 slot.busy = False
                 self.wake.set()

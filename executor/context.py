@@ -35,15 +35,18 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import imapclient
 
 from app.config import ImapAccount, Settings
 from app.jobs.models import Job, Lease, LeaseLost
-from app.jobs.store import JobStore
+from app.jobs.store import JobStore, JobWrite, ProgressResult, WriteKind
 from executor.imap_session import ImapSession
 from executor.parsing import ParserPool
+
+if TYPE_CHECKING:
+    from executor.completer import Completer
 
 log = logging.getLogger("executor.job")
 T = TypeVar("T")
@@ -87,6 +90,9 @@ class JobContext:
     settings: Settings
     worker: str
     parser: ParserPool | None = None
+    # Batches progress written outside a fenced transaction with other workers'
+    # writes (executor/completer.py); without it each is written on its own.
+    completer: Completer | None = None
     cancel_seen: bool = False
     lease_lost: bool = False
     stopping: bool = False
@@ -153,15 +159,28 @@ class JobContext:
             **(data or {}),
         }
         try:
-            result = await self.store.progress(
-                self.lease,
-                message,
-                processed=processed,
-                total_estimate=total_estimate,
-                level=level,
-                data=payload,
-                conn=conn,
-            )
+            if conn is None and self.completer is not None:
+                result = await self._batched_progress(
+                    JobWrite(
+                        WriteKind.PROGRESS,
+                        self.lease,
+                        message,
+                        processed=processed,
+                        total_estimate=total_estimate,
+                        level=level,
+                        data=payload,
+                    )
+                )
+            else:
+                result = await self.store.progress(
+                    self.lease,
+                    message,
+                    processed=processed,
+                    total_estimate=total_estimate,
+                    level=level,
+                    data=payload,
+                    conn=conn,
+                )
         except LeaseLost:
             self.lease_lost = True
             raise
@@ -173,6 +192,33 @@ class JobContext:
             self.processed,
             self.total_estimate,
             message,
+        )
+
+    async def _batched_progress(self, write: JobWrite) -> ProgressResult:
+        """The `progress` write through the completer, or on its own when the
+        completer's batch was not written (nothing of a failed batch is kept)."""
+        from executor.completer import WriteFailed
+
+        assert self.completer is not None
+        try:
+            written = await self.completer.write(write)
+        except WriteFailed as exc:
+            log.warning("job_id=%s: %s; writing the event directly", self.job.job_id, exc)
+            return await self.store.progress(
+                write.lease,
+                write.message,
+                processed=write.processed,
+                total_estimate=write.total_estimate,
+                level=write.level,
+                data=write.data,
+            )
+        if written.job is None:
+            raise LeaseLost(
+                f"job {self.job.job_id} attempt {self.lease.attempt} is no longer held by "
+                f"{self.lease.owner}"
+            )
+        return ProgressResult(
+            seq=written.job.last_seq, cancel_requested=written.job.cancel_requested
         )
 
     async def event(

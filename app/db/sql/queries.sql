@@ -60,7 +60,52 @@ LIMIT %(limit)s;
 
 -- name: claim
 -- Oldest runnable jobs, one per free worker; each gets its worker's lease.
-WITH picked AS (
+-- The same statement first writes what the executor's completer
+-- (executor/completer.py) gathered from its workers (nothing, for the
+-- producer's claims): progress events and completions, so a batch of them and
+-- the next jobs for the freed workers cost one round trip and one commit.
+--   * each write is fenced by its own job's status, attempt and owner: one
+--     whose lease was lost matches nothing, changes nothing, is not returned;
+--   * a progress write is the `progress` query's: one event, one seq;
+--   * a completion is `finish`'s to `completed`, or `cancelled` when a cancel
+--     was requested;
+--   * the rows written are locked in job_id order, as renew_leases locks them,
+--     so an executor's completer and lease renewer never deadlock. (A batch
+--     never holds two writes for one job.)
+-- Rows come back with `outcome`: 'progress', 'complete' or 'claimed'.
+WITH w AS (
+    SELECT * FROM unnest(%(kinds)s::text[], %(job_ids)s::uuid[], %(attempts)s::int[],
+                         %(write_owners)s::text[], %(processed)s::int[], %(totals)s::int[],
+                         %(levels)s::text[], %(messages)s::text[], %(data)s::jsonb[])
+        AS w(kind, job_id, attempt, owner, processed, total_estimate, level, message, data)
+), held AS (
+    SELECT w.* FROM imap_jobs j JOIN w ON j.job_id = w.job_id
+    WHERE j.status = 'running' AND j.attempt = w.attempt AND j.lease_owner = w.owner
+    ORDER BY j.job_id
+    FOR NO KEY UPDATE OF j
+), written AS (
+    UPDATE imap_jobs j SET
+        status = CASE WHEN held.kind = 'progress' THEN j.status
+                      WHEN j.cancel_requested THEN 'cancelled' ELSE 'completed' END,
+        processed = greatest(j.processed, coalesce(held.processed, j.processed)),
+        total_estimate = coalesce(held.total_estimate, j.total_estimate),
+        lease_owner = CASE WHEN held.kind = 'progress' THEN j.lease_owner END,
+        lease_expires_at = CASE WHEN held.kind = 'progress' THEN j.lease_expires_at END,
+        finished_at = CASE WHEN held.kind = 'progress' THEN j.finished_at ELSE now() END,
+        last_seq = j.last_seq + 1
+    FROM held
+    WHERE j.job_id = held.job_id
+    RETURNING j.*
+), written_ev AS (
+    INSERT INTO imap_job_events (job_id, seq, level, message, data)
+    SELECT written.job_id, written.last_seq, held.level,
+           CASE WHEN held.kind = 'complete' AND written.status = 'cancelled'
+                THEN 'cancelled (the cancel arrived as the work finished)'
+                ELSE held.message END,
+           CASE WHEN held.kind = 'progress' THEN held.data
+                ELSE held.data || jsonb_build_object('status', written.status) END
+    FROM written JOIN held ON held.job_id = written.job_id
+), picked AS (
     SELECT job_id, row_number() OVER (ORDER BY created_at, job_id) AS n
     FROM (
         SELECT job_id, created_at FROM imap_jobs
@@ -87,14 +132,26 @@ WITH picked AS (
            jsonb_build_object('attempt', attempt, 'worker', lease_owner)
     FROM upd
 )
-SELECT * FROM upd;
+SELECT held.kind AS outcome, written.* FROM written JOIN held ON held.job_id = written.job_id
+UNION ALL
+SELECT 'claimed' AS outcome, upd.* FROM upd;
 
 -- name: renew_leases
 -- One query per process renews every lease it holds; rows not returned were lost.
+-- Rows are locked in job_id order, as `complete_many` locks them: the renewer
+-- and the completer of one executor can then never deadlock on each other.
+WITH held AS (
+    SELECT j.job_id
+    FROM imap_jobs j
+    JOIN unnest(%(job_ids)s::uuid[], %(attempts)s::int[], %(owners)s::text[]) AS l(job_id, attempt, owner)
+      ON j.job_id = l.job_id
+    WHERE j.status = 'running' AND j.attempt = l.attempt AND j.lease_owner = l.owner
+    ORDER BY j.job_id
+    FOR NO KEY UPDATE OF j
+)
 UPDATE imap_jobs j SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-FROM unnest(%(job_ids)s::uuid[], %(attempts)s::int[], %(owners)s::text[]) AS l(job_id, attempt, owner)
-WHERE j.job_id = l.job_id AND j.status = 'running'
-  AND j.attempt = l.attempt AND j.lease_owner = l.owner
+FROM held
+WHERE j.job_id = held.job_id
 RETURNING j.job_id, j.cancel_requested;
 
 -- name: lock_fenced

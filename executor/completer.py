@@ -1,0 +1,150 @@
+"""The completer: writes the workers' progress events and completions in
+batches, and hands each freed worker its next job in the same statement.
+
+Without it every job cost at least three round trips and three commits of its
+own (claim, its events, completion). A worker hands its write here and waits;
+whatever the other workers hand in while one batch is being written goes into
+the next one (group commit, no added wait). One `claim` statement writes the
+batch, each job's write fenced by its own status, attempt and owner, and
+claims one job for each worker that completed one and will take another.
+
+Safety, as for the worker's own write:
+* a write whose lease was lost changes nothing and comes back as lost;
+* a progress write returns only once committed, with its event's seq (gapless,
+  in commit order: the job row is locked while its seq is taken) and the
+  job's cancel flag;
+* until its completion is written, the job is still its worker's current
+  job, so the lease renewer keeps renewing it;
+* if a batch cannot be written (database away, a bug here), every worker in it
+  gets `WriteFailed` and writes for itself (`JobContext.progress`,
+  `worker.run_job`): nothing is lost; if that fails too, the lease runs out
+  and the reaper returns the job, which runs again (as without the completer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from app.jobs.models import Job, Lease
+from app.jobs.store import JobStore, JobWrite, WriteKind
+from executor.services import Service
+
+log = logging.getLogger("executor.completer")
+
+
+class WriteFailed(Exception):
+    """The batch holding this write was not written."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What became of one write."""
+
+    job: Job | None  # the job's row after the write; None when the lease had been lost
+    next_job: Job | None = None  # claimed for the same worker in the same statement
+    claimed_at: float = 0.0  # monotonic time the statement was sent: the next lease runs from here
+
+
+@dataclass
+class _Pending:
+    write: JobWrite
+    want_next: bool
+    future: asyncio.Future[Written] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Completer(Service):
+    name = "completer"
+    max_backoff = 1.0  # workers write for themselves meanwhile
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        lease_seconds: float,
+        job_types: Iterable[str] | None = None,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
+        """Once `stopping` is set, no next jobs are claimed (writes still go)."""
+        super().__init__()
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self.job_types = list(job_types) if job_types is not None else None
+        self.stopping = stopping
+        self._queue: list[_Pending] = []
+        self._ready = asyncio.Event()
+        self.batches = 0  # statements written, for tests and the bench
+        self.writes = 0
+
+    async def write(self, write: JobWrite, *, want_next: bool = False) -> Written:
+        """Write `write` in the next batch; for a completion with `want_next`,
+        also claim a job for its owner (unless the executor is stopping)."""
+        if not self.running:
+            raise WriteFailed("the completer is not running")
+        pending = _Pending(write, want_next and write.kind is WriteKind.COMPLETE)
+        self._queue.append(pending)
+        self._ready.set()
+        return await pending.future
+
+    async def tick(self) -> None:
+        await self._ready.wait()
+        self._ready.clear()
+        batch: list[_Pending] = []
+        later: list[_Pending] = []
+        jobs: set[object] = set()
+        for pending in self._queue:  # one write per job and batch; a second waits
+            job_id = pending.write.lease.job_id
+            (later if job_id in jobs else batch).append(pending)
+            jobs.add(job_id)
+        self._queue = later
+        if later:
+            self._ready.set()
+        if batch:
+            await self._write(batch)
+
+    async def stop(self) -> None:
+        await super().stop()
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(WriteFailed("the completer stopped"))
+        self._queue = []
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        claiming = self.stopping is None or not self.stopping.is_set()
+        owners = [p.write.lease.owner for p in batch if p.want_next and claiming]
+        sent = time.monotonic()
+        try:
+            result = await self.store.write_and_claim(
+                [p.write for p in batch],
+                owners,
+                lease_seconds=self.lease_seconds,
+                job_types=self.job_types,
+            )
+        except BaseException as exc:  # CancelledError too: nobody may wait forever
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(WriteFailed(f"batch not written: {exc!r}"))
+            raise
+        self.batches += 1
+        self.writes += len(batch)
+        next_for = {job.lease_owner: job for job in result.claimed}
+        for pending in batch:
+            lease = pending.write.lease
+            next_job = next_for.pop(lease.owner, None) if pending.want_next else None
+            if pending.future.done():  # its worker was cancelled meanwhile
+                if next_job is not None:
+                    await self._hand_back(next_job)
+                continue
+            pending.future.set_result(Written(result.written.get(lease.job_id), next_job, sent))
+        for job in next_for.values():  # cannot happen: one owner per completion
+            await self._hand_back(job)
+
+    async def _hand_back(self, job: Job) -> None:
+        """A job claimed for a worker that is gone goes back, its attempt unspent."""
+        log.warning("job_id=%s was claimed for a worker that left; releasing it", job.job_id)
+        await self.store.release(Lease.of(job))
