@@ -104,8 +104,13 @@ class Completer(Service):
         self._queue = later
         if later:
             self._ready.set()
-        if batch:
-            await self._write(batch)
+        try:
+            if batch:
+                await self._write(batch)
+        finally:  # whatever went wrong, no worker waits for a batch that is gone
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(WriteFailed("the batch was not written"))
 
     async def stop(self) -> None:
         await super().stop()
@@ -125,7 +130,7 @@ class Completer(Service):
                 lease_seconds=self.lease_seconds,
                 job_types=self.job_types,
             )
-        except BaseException as exc:  # CancelledError too: nobody may wait forever
+        except BaseException as exc:
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(WriteFailed(f"batch not written: {exc!r}"))
