@@ -5,14 +5,17 @@ Without it every job cost at least three round trips and three commits of its
 own (claim, its events, completion). A worker hands its write here and waits;
 whatever the other workers hand in while one batch is being written goes into
 the next one (group commit, no added wait). One `claim` statement writes the
-batch, each job's write fenced by its own status, attempt and owner, and
+batch, each job's writes fenced by its own status, attempt and owner, and
 claims one job for each worker that completed one and will take another.
+A job's writes keep the order they were queued in, within a batch and
+across batches (one batch is written at a time).
 
 Safety, as for the worker's own write:
 * a write whose lease was lost changes nothing and comes back as lost;
 * a progress write returns only once committed, with its event's seq (gapless,
   in commit order: the job row is locked while its seq is taken) and the
-  job's cancel flag;
+  job's cancel flag; one written behind (`JobContext.progress(wait=False)`)
+  reports them to its context when its batch commits;
 * until its completion is written, the job is still its worker's current
   job, so the lease renewer keeps renewing it;
 * if a batch cannot be written (database away, a bug here), every worker in it
@@ -44,7 +47,8 @@ class WriteFailed(Exception):
 class Written:
     """What became of one write."""
 
-    job: Job | None  # the job's row after the write; None when the lease had been lost
+    job: Job | None  # the job's row after the batch; None when the lease had been lost
+    seq: int | None = None  # this write's event
     next_job: Job | None = None  # claimed for the same worker in the same statement
     claimed_at: float = 0.0  # monotonic time the statement was sent: the next lease runs from here
 
@@ -84,26 +88,22 @@ class Completer(Service):
     async def write(self, write: JobWrite, *, want_next: bool = False) -> Written:
         """Write `write` in the next batch; for a completion with `want_next`,
         also claim a job for its owner (unless the executor is stopping)."""
+        return await self.submit(write, want_next=want_next)
+
+    def submit(self, write: JobWrite, *, want_next: bool = False) -> asyncio.Future[Written]:
+        """Queue `write` now (a job's writes go in the order they are queued)
+        and return what will say how it went."""
         if not self.running:
             raise WriteFailed("the completer is not running")
         pending = _Pending(write, want_next and write.kind is WriteKind.COMPLETE)
         self._queue.append(pending)
         self._ready.set()
-        return await pending.future
+        return pending.future
 
     async def tick(self) -> None:
         await self._ready.wait()
         self._ready.clear()
-        batch: list[_Pending] = []
-        later: list[_Pending] = []
-        jobs: set[object] = set()
-        for pending in self._queue:  # one write per job and batch; a second waits
-            job_id = pending.write.lease.job_id
-            (later if job_id in jobs else batch).append(pending)
-            jobs.add(job_id)
-        self._queue = later
-        if later:
-            self._ready.set()
+        batch, self._queue = self._queue, []
         try:
             if batch:
                 await self._write(batch)
@@ -138,14 +138,25 @@ class Completer(Service):
         self.batches += 1
         self.writes += len(batch)
         next_for = {job.lease_owner: job for job in result.claimed}
+        # A job's writes took its seqs in batch order, up to its row's last_seq.
+        left = {job_id: 0 for job_id in result.written}
+        for pending in batch:
+            job_id = pending.write.lease.job_id
+            if job_id in left:
+                left[job_id] += 1
         for pending in batch:
             lease = pending.write.lease
+            job = result.written.get(lease.job_id)
+            seq = None
+            if job is not None:
+                left[lease.job_id] -= 1
+                seq = job.last_seq - left[lease.job_id]
             next_job = next_for.pop(lease.owner, None) if pending.want_next else None
             if pending.future.done():  # its worker was cancelled meanwhile
                 if next_job is not None:
                     await self._hand_back(next_job)
                 continue
-            pending.future.set_result(Written(result.written.get(lease.job_id), next_job, sent))
+            pending.future.set_result(Written(job, seq, next_job, sent))
         for job in next_for.values():  # cannot happen: one owner per completion
             await self._hand_back(job)
 

@@ -107,6 +107,8 @@ class JobContext:
     total_estimate: int | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     imap: LeaseBoundImap = field(init=False, repr=False)
+    # Progress events written behind (`progress(wait=False)`), not yet committed.
+    _behind: set[asyncio.Future[Any]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.imap = LeaseBoundImap(self.session, self)
@@ -148,7 +150,23 @@ class JobContext:
         level: str = "info",
         data: dict[str, Any] | None = None,
         conn: Any = None,
+        wait: bool = True,
     ) -> None:
+        """Append an event (and move the counters it reports), fenced by the lease.
+
+        Inside a fenced transaction pass its `conn`: the event commits with it.
+        Otherwise the event goes into the completer's next batch with the other
+        workers' writes, and this returns once it is committed: it raises
+        `LeaseLost` if the lease was lost, and notes a cancel request.
+
+        `wait=False` is for events nothing depends on (a "starting" note, a
+        heartbeat): the event is queued and this returns at once. It still
+        takes the job's next seq, after the job's earlier writes and before its
+        completion (which it usually shares a batch with); a lost lease or a
+        cancel request it comes back with reaches the context like a renewal's
+        (`checkpoint` raises). A fenced transaction opened after it may commit
+        first, and if its batch fails it is logged and dropped. Without a
+        completer it is written at once, as with `wait=True`."""
         if processed is not None:
             self.processed = processed
         if total_estimate is not None:
@@ -160,17 +178,18 @@ class JobContext:
         }
         try:
             if conn is None and self.completer is not None:
-                result = await self._batched_progress(
-                    JobWrite(
-                        WriteKind.PROGRESS,
-                        self.lease,
-                        message,
-                        processed=processed,
-                        total_estimate=total_estimate,
-                        level=level,
-                        data=payload,
-                    )
+                write = JobWrite(
+                    WriteKind.PROGRESS,
+                    self.lease,
+                    message,
+                    processed=processed,
+                    total_estimate=total_estimate,
+                    level=level,
+                    data=payload,
                 )
+                if not wait and self._write_behind(write):
+                    return
+                result = await self._batched_progress(write)
             else:
                 result = await self.store.progress(
                     self.lease,
@@ -212,14 +231,49 @@ class JobContext:
                 level=write.level,
                 data=write.data,
             )
-        if written.job is None:
+        if written.job is None or written.seq is None:
             raise LeaseLost(
                 f"job {self.job.job_id} attempt {self.lease.attempt} is no longer held by "
                 f"{self.lease.owner}"
             )
-        return ProgressResult(
-            seq=written.job.last_seq, cancel_requested=written.job.cancel_requested
-        )
+        return ProgressResult(seq=written.seq, cancel_requested=written.job.cancel_requested)
+
+    def _write_behind(self, write: JobWrite) -> bool:
+        """Queue `write` in the completer without waiting; False if it is not running."""
+        from executor.completer import WriteFailed
+
+        assert self.completer is not None
+        try:
+            future = self.completer.submit(write)
+        except WriteFailed:
+            return False
+        self._behind.add(future)
+        future.add_done_callback(self._written_behind)
+        return True
+
+    def _written_behind(self, future: asyncio.Future[Any]) -> None:
+        self._behind.discard(future)
+        if future.cancelled():
+            return
+        if (exc := future.exception()) is not None:
+            log.warning("job_id=%s: an event written behind was lost: %s", self.job.job_id, exc)
+            return
+        written = future.result()
+        if written.job is None:
+            self.lease_lost = True
+            log.warning(
+                "lease lost job_id=%s worker=%s (event written behind)",
+                self.job.job_id,
+                self.worker,
+            )
+        elif written.job.cancel_requested:
+            self.cancel_seen = True
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait (a while) until the events written behind are committed or lost,
+        so that a write made next, outside the completer, comes after them."""
+        if self._behind:
+            await asyncio.wait(list(self._behind), timeout=timeout)
 
     async def event(
         self, message: str, *, level: str = "info", data: dict[str, Any] | None = None

@@ -102,6 +102,10 @@ async def run_job(
             if handler is None:
                 raise PermanentJobError(f"this executor has no handler for {job.job_type} jobs")
             summary = await handler(ctx)
+        except Exception:
+            ctx.finishing = True
+            await ctx.settle()  # its events written behind come before the terminal write
+            raise
         finally:
             ctx.finishing = True  # from here on, only the terminal write is left
         completion = JobWrite(

@@ -48,8 +48,8 @@ class JobWrite:
 
 @dataclass(frozen=True)
 class WrittenBatch:
-    """What one `write_and_claim` did: each written job's row after its write
-    (a write whose lease was lost is not among them), and the jobs it claimed."""
+    """What one `write_and_claim` did: each written job's row after its writes
+    (a job whose lease was lost is not among them), and the jobs it claimed."""
 
     written: dict[uuid.UUID, Job]
     claimed: list[Job]
@@ -208,6 +208,19 @@ class ChangeSummary:
     @property
     def touched(self) -> int:
         return self.applied + self.failed + self.intended
+
+
+def _check_batch(writes: Sequence[JobWrite]) -> None:
+    leases: dict[uuid.UUID, Lease] = {}
+    completed: set[uuid.UUID] = set()
+    for w in writes:
+        job_id = w.lease.job_id
+        if leases.setdefault(job_id, w.lease) != w.lease:
+            raise ValueError(f"job {job_id}: writes of one batch under two leases")
+        if job_id in completed:
+            raise ValueError(f"job {job_id}: a write after its completion")
+        if w.kind is WriteKind.COMPLETE:
+            completed.add(job_id)
 
 
 class JobStore:
@@ -446,11 +459,11 @@ class JobStore:
         job_types: Iterable[str] | None = None,
     ) -> WrittenBatch:
         """Several jobs' progress events and completions, then a claim for
-        `owners`: one statement, one commit. Each write is fenced on its own;
-        one whose lease was lost changes nothing and is left out of `written`.
-        At most one write per job."""
-        if len({w.lease.job_id for w in writes}) != len(writes):
-            raise ValueError("a batch holds at most one write per job")
+        `owners`: one statement, one commit. A job's writes are fenced by its
+        lease; when it was lost they change nothing and the job is left out of
+        `written`. A job's events take its next seqs in the order of `writes`;
+        its completion, if any, must be its last write."""
+        _check_batch(writes)
         rows = await self._all(
             "claim",
             {
