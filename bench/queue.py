@@ -18,7 +18,8 @@ the admin URL in DATABASE_URL / TEST_ADMIN_DATABASE_URL), dropped afterwards:
   start until every job is `completed`; then the event log is checked (3 per
   job, seq 1..3).
 * pick-up: the same executor idle (it waits on LISTEN, its poll is 2 s);
-  `--pickups` single jobs, one at a time: enqueue sent → handler start.
+  `--pickups` single jobs, one at a time, to the handler's start: from
+  sending the INSERT (which includes its own execution) and from its commit.
 * pgqueuer (asyncpg driver): the same no-op jobs, entrypoint concurrency limit
   3 with batches of 3, and again with its defaults (batches of 10, no cap);
   drain mode.
@@ -206,8 +207,9 @@ async def executor_burn_down(admin: str, n: int, *, behind: bool = False) -> flo
         return n / elapsed
 
 
-async def executor_pickup(admin: str, samples: int) -> list[float]:
-    """Seconds from sending the enqueue to the handler starting, one job at a time."""
+async def executor_pickup(admin: str, samples: int) -> tuple[list[float], list[float]]:
+    """Seconds to the handler's start, one job at a time on an idle executor:
+    from sending the enqueue, and from its commit returning."""
     started: dict[str, float] = {}
     arrived = asyncio.Event()
 
@@ -217,7 +219,8 @@ async def executor_pickup(admin: str, samples: int) -> list[float]:
         await ctx.progress("no-op", processed=1, total_estimate=1)
         return {}
 
-    latencies: list[float] = []
+    from_send: list[float] = []
+    from_commit: list[float] = []
     async with (
         fresh_database(admin, migrated=True) as url,
         await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
@@ -231,13 +234,16 @@ async def executor_pickup(admin: str, samples: int) -> list[float]:
                 cur = await conn.execute(
                     "INSERT INTO imap_jobs (job_type) VALUES (%s) RETURNING job_id", (BENCH_TYPE,)
                 )
+                committed = time.perf_counter()
                 row = await cur.fetchone()
                 assert row is not None
                 await asyncio.wait_for(arrived.wait(), 10)
                 if i >= 5:  # the first few warm the pool's connections up
-                    latencies.append(started[str(row[0])] - sent)
+                    began = started[str(row[0])]
+                    from_send.append(began - sent)
+                    from_commit.append(max(0.0, began - committed))
                 await asyncio.sleep(0.02)  # let the job finish: the executor is idle again
-    return latencies
+    return from_send, from_commit
 
 
 # ------------------------------------------------------------------ pgqueuer
@@ -392,6 +398,7 @@ async def main() -> None:
     n = args.jobs
     rows: list[Row] = []
     pickup: list[float] = []
+    pickup_commit: list[float] = []
 
     def part(name: str) -> bool:
         return args.only is None or args.only == name
@@ -424,7 +431,7 @@ async def main() -> None:
         )
     if part("pickup"):
         print(f"pick-up latency: {args.pickups} single jobs on an idle executor ...", flush=True)
-        pickup = await executor_pickup(admin, args.pickups)
+        pickup, pickup_commit = await executor_pickup(admin, args.pickups)
 
     base = next((r.rate for r in rows if r.name == "pgqueuer, concurrency 3"), None)
     print()
@@ -435,11 +442,13 @@ async def main() -> None:
         print(f"{r.name:<44} {r.rate or 0:>9,.0f} {ratio:>14}")
     if pickup:
         print()
-        print(f"pick-up latency, enqueue sent → handler start ({len(pickup)} jobs, idle executor)")
-        print(
-            f"  p50 {statistics.median(pickup) * 1000:.1f} ms   p99 {pct(pickup, 99) * 1000:.1f} ms"
-            f"   max {max(pickup) * 1000:.1f} ms   (aim: p99 < 10 ms)"
-        )
+        print(f"pick-up latency to the handler's start ({len(pickup)} jobs, idle executor)")
+        for name, values in (("from the enqueue sent", pickup), ("from its commit", pickup_commit)):
+            print(
+                f"  {name:<22} p50 {statistics.median(values) * 1000:5.1f} ms"
+                f"   p99 {pct(values, 99) * 1000:5.1f} ms   max {max(values) * 1000:5.1f} ms"
+            )
+        print("  (aim: p99 < 10 ms)")
     batched = next((r.rate for r in rows if r.name.startswith("pgqueuer, defaults")), None)
     for name in (EXECUTOR, EXECUTOR_BEHIND):
         ex = next((r.rate for r in rows if r.name == name), None)
