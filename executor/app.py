@@ -19,7 +19,7 @@ import psycopg
 
 from app.config import ImapAccount, Settings
 from app.db.pool import open_pool
-from app.jobs.models import Job
+from app.jobs.models import Job, Lease
 from app.jobs.store import JobStore
 from executor.cleaner import Cleaner
 from executor.completer import Completer
@@ -216,6 +216,9 @@ class Executor:
                         log.exception(
                             "worker %s: job_id=%s escaped its handler", slot.owner, current.job_id
                         )
+                    if handoff is not None and self.stopping.is_set():
+                        await self._hand_back(store, handoff[0])  # claimed as we were stopping
+                        handoff = None
             finally:
                 slot.busy = False
                 self.wake.set()
@@ -224,6 +227,13 @@ class Executor:
         task = asyncio.create_task(runner(), name=slot.owner)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _hand_back(self, store: JobStore, job: Job) -> None:
+        """A job claimed for a worker that will not run it goes back, its attempt unspent."""
+        try:
+            await store.release(Lease.of(job))
+        except psycopg.Error as exc:
+            log.warning("could not release job_id=%s (%s); its lease will expire", job.job_id, exc)
 
     async def _drain(self) -> None:
         """Let in-flight jobs finish for a while, then ask them to hand back."""
