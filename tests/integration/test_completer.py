@@ -5,6 +5,7 @@ fails, and no deadlock with the lease renewer."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -12,10 +13,12 @@ import psycopg
 import pytest
 
 from app.config import ImapAccount
-from app.jobs.models import JobStatus, JobType, Lease
+from app.jobs.models import JobStatus, JobType, Lease, LeaseLost
 from app.jobs.store import JobStore, JobWrite, WriteKind
 from executor.app import Executor
+from executor.completer import Completer
 from executor.context import JobContext
+from executor.imap_session import ImapSession
 from tests.support.executor_harness import executor_settings, wait_for_job
 
 # The handlers here never open an IMAP connection.
@@ -251,3 +254,36 @@ async def test_when_no_completion_can_be_written_the_job_is_retried_not_lost(
     assert job.attempt == 2  # the lease ran out, the reaper returned it, it ran again
     messages = [e.message for e in await store.events_after(job_id)]
     assert any("expired" in m for m in messages) and messages[-1] == "completed"
+
+
+async def test_an_event_written_behind_a_lost_lease_changes_nothing_and_stops_the_handler(
+    store: JobStore, pool: Any
+) -> None:
+    await store.enqueue("sync")
+    [job] = await store.claim(["w1"], lease_seconds=30)
+    await expire_and_reap(store, pool, job.job_id)
+    await store.claim(["w2"], lease_seconds=30)
+    before = await store.events_after(job.job_id)
+    completer = Completer(store, lease_seconds=30)
+    completer.start()
+    try:
+        ctx = JobContext(
+            job=job,
+            lease=Lease.of(job),
+            store=store,
+            session=ImapSession(NO_IMAP, name="w1"),
+            settings=executor_settings(),
+            worker="w1",
+            completer=completer,
+        )
+        ctx.lease_renewed(time.monotonic(), 30)
+        await ctx.progress("late", processed=5, wait=False)  # returns at once
+        await ctx.settle()
+    finally:
+        await completer.stop()
+    assert ctx.lease_lost
+    with pytest.raises(LeaseLost):
+        ctx.checkpoint()
+    assert await store.events_after(job.job_id) == before
+    after = await store.get(job.job_id)
+    assert after is not None and after.processed == 0 and after.lease_owner == "w2"
