@@ -2,7 +2,7 @@
 
     .venv/bin/pip install -e '.[bench]'     # procrastinate, pgqueuer, asyncpg (bench only;
                                             # the bench installs them itself if missing)
-    .venv/bin/python bench/queue.py [--jobs 3000] [--pickups 200] [--only executor]
+    .venv/bin/python bench/queue.py [--jobs 3000] [--rounds 3] [--pickups 200] [--only executor]
 
 Each case gets a fresh database on the machine's Postgres (127.0.0.1:5432, or
 the admin URL in DATABASE_URL / TEST_ADMIN_DATABASE_URL), dropped afterwards:
@@ -27,9 +27,12 @@ the admin URL in DATABASE_URL / TEST_ADMIN_DATABASE_URL), dropped afterwards:
 * bare loop: claim with FOR UPDATE SKIP LOCKED, then complete, over 3
   connections, no leases or events: roughly the floor of two round trips a job.
 
-The enqueue is not timed (all jobs are inserted before each worker starts).
+The enqueue is not timed (all jobs are inserted before each worker starts,
+then the database is analyzed, as autovacuum would have done by then).
 Ratios are against pgqueuer at concurrency 3, measured in the same run.
-The machine is shared: compare ratios, not absolute figures, and say the load.
+The cases run in `--rounds` interleaved rounds and each figure is the median,
+so a burst of load from elsewhere on a shared machine spreads over all of them;
+compare ratios, not absolute figures, and say the load.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ import time  # noqa: E402
 import tomllib  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 import psycopg  # noqa: E402
@@ -69,6 +72,8 @@ from executor.context import JobContext  # noqa: E402
 BENCH_TYPE = "bench_noop"
 EXECUTOR = "executor, 3 workers, event awaited"
 EXECUTOR_BEHIND = "executor, 3 workers, event written behind"
+PGQ_C3 = "pgqueuer, concurrency 3"
+PGQ_DEFAULT = "pgqueuer, defaults (batch 10, no cap)"
 LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -146,6 +151,7 @@ async def insert_jobs(conn: psycopg.AsyncConnection[Any], n: int) -> None:
         " SELECT %s, clock_timestamp() FROM generate_series(1, %s)",
         (BENCH_TYPE, n),
     )
+    await conn.execute("ANALYZE")
 
 
 @contextlib.asynccontextmanager
@@ -277,6 +283,7 @@ async def pgqueuer_burn_down(admin: str, n: int, *, concurrency: int) -> float:
             for start in range(0, n, 1000):
                 size = min(1000, n - start)
                 await queries.enqueue(["noop"] * size, [None] * size, [0] * size)
+            await conn.execute("ANALYZE")
             qm = QueueManager(Queries(AsyncpgDriver(worker_conn)))
 
             @qm.entrypoint("noop", concurrency_limit=concurrency)
@@ -315,6 +322,8 @@ async def procrastinate_burn_down(admin: str, n: int, *, concurrency: int) -> fl
             await app.schema_manager.apply_schema_async()
             for start in range(0, n, 1000):
                 await noop.batch_defer_async(*({} for _ in range(min(1000, n - start))))
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                await conn.execute("ANALYZE")
             t0 = time.perf_counter()
             await asyncio.wait_for(
                 app.run_worker_async(
@@ -347,6 +356,7 @@ async def bare_loop_burn_down(admin: str, n: int, *, connections: int = 3) -> fl
             await conn.execute(
                 "INSERT INTO q (status) SELECT 'pending' FROM generate_series(1, %s)", (n,)
             )
+            await conn.execute("ANALYZE")
 
         async def worker(name: str) -> None:
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as c:
@@ -373,10 +383,15 @@ async def bare_loop_burn_down(admin: str, n: int, *, connections: int = 3) -> fl
 
 
 @dataclass
-class Row:
+class Case:
     name: str
-    rate: float | None
-    note: str = ""
+    run: Callable[[], Awaitable[float]]
+    part: str
+    rates: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float | None:
+        return statistics.median(self.rates) if self.rates else None
 
 
 def pct(values: list[float], p: float) -> float:
@@ -387,6 +402,7 @@ def pct(values: list[float], p: float) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pickups", type=int, default=200)
     parser.add_argument(
         "--only", choices=["executor", "pickup", "others"], help="run one part only"
@@ -396,50 +412,49 @@ async def main() -> None:
     logging.getLogger("procrastinate").setLevel(logging.ERROR)  # "app in __main__" advice
     admin = admin_url()
     n = args.jobs
-    rows: list[Row] = []
-    pickup: list[float] = []
-    pickup_commit: list[float] = []
 
     def part(name: str) -> bool:
         return args.only is None or args.only == name
 
     if part("others"):
         ensure_bench_dependencies()
-    if part("executor"):
-        print(f"executor: {n} no-op jobs, 3 workers, 3 events a job ...", flush=True)
-        rows.append(Row(EXECUTOR, await executor_burn_down(admin, n)))
-        rows.append(Row(EXECUTOR_BEHIND, await executor_burn_down(admin, n, behind=True)))
-    if part("others"):
-        print("pgqueuer, procrastinate, bare loop ...", flush=True)
-        rows.append(
-            Row("pgqueuer, concurrency 3", await pgqueuer_burn_down(admin, n, concurrency=3))
-        )
-        rows.append(
-            Row(
-                "pgqueuer, defaults (batch 10, no cap)",
-                await pgqueuer_burn_down(admin, n, concurrency=0),
-            )
-        )
-        rows.append(
-            Row(
-                "procrastinate, concurrency 3",
-                await procrastinate_burn_down(admin, n, concurrency=3),
-            )
-        )
-        rows.append(
-            Row("bare SKIP LOCKED loop, 3 connections", await bare_loop_burn_down(admin, n))
-        )
+    cases = [
+        Case(EXECUTOR, lambda: executor_burn_down(admin, n), "executor"),
+        Case(EXECUTOR_BEHIND, lambda: executor_burn_down(admin, n, behind=True), "executor"),
+        Case(PGQ_C3, lambda: pgqueuer_burn_down(admin, n, concurrency=3), "others"),
+        Case(PGQ_DEFAULT, lambda: pgqueuer_burn_down(admin, n, concurrency=0), "others"),
+        Case(
+            "procrastinate, concurrency 3",
+            lambda: procrastinate_burn_down(admin, n, concurrency=3),
+            "others",
+        ),
+        Case(
+            "bare SKIP LOCKED loop, 3 connections", lambda: bare_loop_burn_down(admin, n), "others"
+        ),
+    ]
+    cases = [c for c in cases if part(c.part)]
+    # The machine is shared: rounds interleave the cases, so a burst of load
+    # from elsewhere spreads over all of them; each figure is its median.
+    for round_ in range(args.rounds if cases else 0):
+        print(f"round {round_ + 1}/{args.rounds}: {n} no-op jobs per queue ...", flush=True)
+        for case in cases:
+            case.rates.append(await case.run())
+    pickup: list[float] = []
+    pickup_commit: list[float] = []
     if part("pickup"):
         print(f"pick-up latency: {args.pickups} single jobs on an idle executor ...", flush=True)
         pickup, pickup_commit = await executor_pickup(admin, args.pickups)
 
-    base = next((r.rate for r in rows if r.name == "pgqueuer, concurrency 3"), None)
-    print()
-    print(f"burn-down of {n} no-op jobs (fresh database each)")
-    print(f"{'queue':<44} {'jobs/s':>9} {'× pgqueuer c3':>14}")
-    for r in rows:
-        ratio = f"{r.rate / base:.2f}×" if base and r.rate else "-"
-        print(f"{r.name:<44} {r.rate or 0:>9,.0f} {ratio:>14}")
+    rate = {c.name: c.rate for c in cases}
+    base, batched = rate.get(PGQ_C3), rate.get(PGQ_DEFAULT)
+    if cases:
+        print()
+        print(f"burn-down of {n} no-op jobs (fresh database each; median of {args.rounds} rounds)")
+        print(f"{'queue':<44} {'jobs/s':>9} {'× pgqueuer c3':>14}   rounds")
+        for c in cases:
+            ratio = f"{c.rate / base:.2f}×" if base and c.rate else "-"
+            each = " ".join(f"{r:,.0f}" for r in c.rates)
+            print(f"{c.name:<44} {c.rate or 0:>9,.0f} {ratio:>14}   {each}")
     if pickup:
         print()
         print(f"pick-up latency to the handler's start ({len(pickup)} jobs, idle executor)")
@@ -449,9 +464,8 @@ async def main() -> None:
                 f"   p99 {pct(values, 99) * 1000:5.1f} ms   max {max(values) * 1000:5.1f} ms"
             )
         print("  (aim: p99 < 10 ms)")
-    batched = next((r.rate for r in rows if r.name.startswith("pgqueuer, defaults")), None)
     for name in (EXECUTOR, EXECUTOR_BEHIND):
-        ex = next((r.rate for r in rows if r.name == name), None)
+        ex = rate.get(name)
         if ex and base and batched:
             print(
                 f"{name}: {ex / base:.2f}× pgqueuer at concurrency 3 (aim ≥ 2),"
