@@ -62,6 +62,28 @@ class _Pending:
     )
 
 
+def _take_batch(queue: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
+    """What goes into one statement, in queue order: a job's writes under one
+    lease and none after its completion. A write that breaks that (a job
+    reclaimed under a new lease, a write after a completion) waits for the
+    next batch, with every later write of its job, so their order holds."""
+    batch: list[_Pending] = []
+    later: list[_Pending] = []
+    leases: dict[object, Lease] = {}
+    held_back: set[object] = set()
+    for pending in queue:
+        lease = pending.write.lease
+        job_id = lease.job_id
+        if job_id in held_back or leases.setdefault(job_id, lease) != lease:
+            held_back.add(job_id)
+            later.append(pending)
+            continue
+        batch.append(pending)
+        if pending.write.kind is WriteKind.COMPLETE:
+            held_back.add(job_id)
+    return batch, later
+
+
 class Completer(Service):
     name = "completer"
     max_backoff = 1.0  # workers write for themselves meanwhile
@@ -103,7 +125,9 @@ class Completer(Service):
     async def tick(self) -> None:
         await self._ready.wait()
         self._ready.clear()
-        batch, self._queue = self._queue, []
+        batch, self._queue = _take_batch(self._queue)
+        if self._queue:
+            self._ready.set()
         try:
             if batch:
                 await self._write(batch)
