@@ -1,5 +1,7 @@
-"""The imap-executor: a fixed pool of workers fed by one producer, plus the
-lease renewer, the reaper and the listener; and for the live mirror the
+"""The imap-executor: a fixed pool of workers fed by one producer and by the
+completer (which writes the workers' events and completions in batches and
+claims each freed worker's next job in the same statement), plus the lease
+renewer, the reaper and the listener; and for the live mirror the
 connection budget keeper, the INBOX watcher and the interval sweeper. Several
 executors (on one host or many) can share a database: claims skip each other's
 locked rows, one of them watches, and all count against one connection budget."""
