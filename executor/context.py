@@ -176,30 +176,22 @@ class JobContext:
             "total_estimate": self.total_estimate,
             **(data or {}),
         }
+        write = JobWrite(
+            WriteKind.PROGRESS,
+            self.lease,
+            message,
+            processed=processed,
+            total_estimate=total_estimate,
+            level=level,
+            data=payload,
+        )
         try:
-            if conn is None and self.completer is not None:
-                write = JobWrite(
-                    WriteKind.PROGRESS,
-                    self.lease,
-                    message,
-                    processed=processed,
-                    total_estimate=total_estimate,
-                    level=level,
-                    data=payload,
-                )
-                if not wait and self._write_behind(write):
-                    return
-                result = await self._batched_progress(write)
+            if conn is not None or self.completer is None:
+                result = await self._write_direct(write, conn)
+            elif not wait and self._write_behind(write):
+                return
             else:
-                result = await self.store.progress(
-                    self.lease,
-                    message,
-                    processed=processed,
-                    total_estimate=total_estimate,
-                    level=level,
-                    data=payload,
-                    conn=conn,
-                )
+                result = await self._batched_progress(write)
         except LeaseLost:
             self.lease_lost = True
             raise
@@ -213,6 +205,18 @@ class JobContext:
             message,
         )
 
+    async def _write_direct(self, write: JobWrite, conn: Any = None) -> ProgressResult:
+        """The `progress` query on its own (in `conn`'s transaction when given)."""
+        return await self.store.progress(
+            write.lease,
+            write.message,
+            processed=write.processed,
+            total_estimate=write.total_estimate,
+            level=write.level,
+            data=write.data,
+            conn=conn,
+        )
+
     async def _batched_progress(self, write: JobWrite) -> ProgressResult:
         """The `progress` write through the completer, or on its own when the
         completer's batch was not written (nothing of a failed batch is kept)."""
@@ -223,14 +227,7 @@ class JobContext:
             written = await self.completer.write(write)
         except WriteFailed as exc:
             log.warning("job_id=%s: %s; writing the event directly", self.job.job_id, exc)
-            return await self.store.progress(
-                write.lease,
-                write.message,
-                processed=write.processed,
-                total_estimate=write.total_estimate,
-                level=write.level,
-                data=write.data,
-            )
+            return await self._write_direct(write)
         if written.job is None or written.seq is None:
             raise LeaseLost(
                 f"job {self.job.job_id} attempt {self.lease.attempt} is no longer held by "
