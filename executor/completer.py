@@ -20,8 +20,10 @@ Safety, as for the worker's own write:
   job, so the lease renewer keeps renewing it;
 * if a batch cannot be written (database away, a bug here), every worker in it
   gets `WriteFailed` and writes for itself (`JobContext.progress`,
-  `worker.run_job`): nothing is lost; if that fails too, the lease runs out
-  and the reaper returns the job, which runs again (as without the completer).
+  `worker.run_job`): no completion and no awaited event is lost (an event
+  written behind is logged and dropped); if the worker's own write fails too,
+  the lease runs out and the reaper returns the job, which runs again (as
+  without the completer).
 """
 
 from __future__ import annotations
