@@ -4,6 +4,7 @@ enqueues jobs and streams what the executor writes."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = store
         app.state.hub = hub
         app.state.chat = chat_service
+        _freeze_startup_heap()
         try:
             yield
         finally:
@@ -91,6 +93,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(pages.router)
     return app
+
+
+_heap_frozen = False
+
+
+def _freeze_startup_heap() -> None:
+    """Take what start-up built out of the garbage collector's sight.
+
+    Modules, the app, the chat graph and the templates are a few hundred
+    thousand objects that live as long as the process, and a full collection
+    walks every one of them on the event loop: 100-400 ms pauses were measured
+    with 500 streams open (bench/sse.py). Frozen, a full collection walks only
+    what was made since. Once per process (tests start many apps in one)."""
+    global _heap_frozen
+    if not _heap_frozen:
+        gc.collect()
+        gc.freeze()
+        _heap_frozen = True
 
 
 def __getattr__(name: str) -> FastAPI:
