@@ -50,36 +50,11 @@ from app.jobs.models import JobStatus, Lease  # noqa: E402
 from app.jobs.store import JobStore  # noqa: E402
 from tests.support.databases import DatabaseFactory, admin_url  # noqa: E402
 from tests.support.sse_client import read_sse  # noqa: E402
-from tests.support.uvicorn_server import free_port  # noqa: E402
+from tests.support.uvicorn_server import start_process  # noqa: E402
 
 JOBS = 20
 EVENTS_PER_JOB = 30
 STATS_SETTLE = 11.0
-
-
-def start_web(database_url: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.web.main:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "DATABASE_URL": database_url, **env},
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(url + "/healthz", timeout=1)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("web did not start")
 
 
 async def db_transactions(database_url: str) -> int:
@@ -173,7 +148,7 @@ async def run_case(url: str, database_url: str, store: JobStore, streams: int) -
 
 
 async def sse_bench(database_url: str, counts: list[int]) -> None:
-    proc, url = start_web(database_url, SECRETARY_SSE_POLL_SECONDS="1")
+    proc, url = start_process(database_url, SECRETARY_SSE_POLL_SECONDS="1")
     pool = await open_pool(database_url, max_size=5)
     store = JobStore(pool)
     try:
@@ -231,7 +206,7 @@ def browser_bench(database_url: str) -> None:
             [sys.executable, "-m", "executor", "--workers", "3", "--log-level", "WARNING"],
             env={**os.environ, "DATABASE_URL": database_url, **env},
         )
-        web, url = start_web(database_url)
+        web, url = start_process(database_url)
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -421,7 +396,7 @@ def lag_bench(
     # The web process and the floor probe first, at this process's priority;
     # then this process (the stream readers) and what it starts afterwards
     # (Dovecot, the executor) step back by `load_nice`.
-    web, url = start_web(database_url)
+    web, url = start_process(database_url)
     floor = start_floor_probe()
     os.nice(load_nice)
     home = Path(tempfile.mkdtemp(prefix="pbl-", dir="/tmp"))
