@@ -5,7 +5,7 @@ progress cards (SPEC §7), both driven by one loop, `follow`.
 with heartbeats on the wall clock, and ends after the terminal status; it
 yields `Step`s. The JSON route formats them as `job_event` / `job_status` /
 `heartbeat` messages; the card route folds their events into the job's
-`Progress` (app/web/progress.py) and sends rendered fragments, at most four
+`Progress` (app/jobs/progress.py) and sends rendered fragments, at most four
 swaps a second (the hub throttles card streams per job). A stream costs nothing while it waits: its updates land in
 its hub mailbox, and its heartbeat is one timer per interval. A card stream starts from the state the page rendered (the
 card's `?after=N`, found in the progress cache, or a finished job's stored
@@ -29,12 +29,12 @@ from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
 from app.jobs.models import Job, JobEvent
+from app.jobs.progress import Progress, fold_all
 from app.jobs.store import JobStore
 from app.web.byte_lru import ByteLRU
 from app.web.deps import HubDep, SettingsDep, StoreDep, TemplatesDep
 from app.web.fragments import render_card, render_card_body
 from app.web.hub import EventHub, JobHead, Subscription
-from app.web.progress import Progress, fold_all
 from app.web.progress_cache import CACHE, ProgressCache
 from app.web.routes.jobs import ERRORS, load_job
 
