@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import time
 from typing import Any
 
 import httpx
@@ -11,6 +13,7 @@ import pytest
 
 from app.jobs.models import Job, JobStatus, Lease
 from app.jobs.store import JobStore
+from tests.support.live_mail import eventually
 from tests.support.sse_client import SSEMessage, collect, read_sse
 from tests.support.uvicorn_server import serve
 
@@ -292,6 +295,67 @@ async def test_a_slow_subscriber_catches_up_from_the_database(
     seqs = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
     assert seqs == list(range(1, 23))
     assert '"status": "completed"' in text.rsplit("event: job_status", 1)[1]
+
+
+async def test_a_stalled_client_delays_no_other_stream_and_is_dropped(
+    web: Any, client: httpx.AsyncClient, store: JobStore
+) -> None:
+    """A client that stops reading fills its socket, and its stream waits in
+    uvicorn's send. Its neighbour on the same job still gets every event as it
+    comes; the stalled stream's mailbox stays bounded; and the stall guard
+    drops it once it has been stuck past the timeout (the client could resume
+    by seq), closing its connection."""
+    from app.web import hub as hub_module
+
+    hub = web.server.config.app.state.hub
+    hub.guard.timeout = 3600.0  # not yet: first show the neighbour is not held up
+    job = await store.enqueue("sync")
+    host, port = web.url.removeprefix("http://").split(":")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    stalled.connect((host, int(port)))
+    stalled.sendall(
+        f"GET /api/jobs/{job.job_id}/events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    )
+    normal = asyncio.create_task(collect(client, f"/api/jobs/{job.job_id}/events"))
+    try:
+        await asyncio.sleep(0.5)
+        [claimed] = await store.claim(["w"], lease_seconds=60)
+        lease = Lease.of(claimed)
+        committed: dict[int, float] = {}
+        blob = "x" * 100_000  # 60 events of 100 kB: far more than the stalled socket takes
+        for i in range(1, 61):
+            result = await store.progress(
+                lease, f"batch {i}", data={"phase": "fetch", "blob": blob}
+            )
+            committed[result.seq] = time.monotonic()
+            await asyncio.sleep(0.01)
+        await store.finish(lease, JobStatus.COMPLETED, "done")
+        messages = await asyncio.wait_for(normal, 60)
+        assert [m.json()["seq"] for m in messages if m.event == "job_event"] == list(range(1, 63))
+        assert messages[-1].json()["status"] == "completed"
+        # The stalled stream is still there, stuck in a send, its mailbox bounded.
+        [sub] = hub.subs[job.job_id]
+        assert len(sub.pending) <= hub_module.QUEUE_LIMIT
+        assert hub.guard.dropped == 0
+        hub.guard.timeout = 0.5
+
+        async def dropped() -> bool:
+            return job.job_id not in hub.subs
+
+        # The watchdog's current nap (up to 5 s), then the timeout.
+        await eventually(dropped, 15, "the stalled stream is dropped", step=0.1)
+        assert hub.guard.dropped == 1
+        # Its connection is closed: whatever the socket still holds, then EOF.
+        stalled.settimeout(10)
+        received = 0
+        while chunk := await asyncio.to_thread(stalled.recv, 65536):
+            received += len(chunk)
+        assert 0 < received < 60 * 100_000
+    finally:
+        stalled.close()
+        if not normal.done():
+            normal.cancel()
 
 
 async def test_partial_hub_reads_still_deliver_every_event_in_order(
