@@ -417,6 +417,39 @@ async def test_a_reload_shows_exactly_the_card_the_live_stream_ended_with(
     assert card_in(page.text, job.job_id) == closed.data.strip()
 
 
+async def test_card_streams_swap_at_most_four_times_a_second_and_in_step(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    """Card streams are throttled per job by the hub (THROTTLE_SECONDS): a
+    burst of batches costs a few swaps, spaced by the throttle, and every card
+    of the job ends on the same finished card."""
+    from app.web.hub import THROTTLE_SECONDS
+
+    job = await store.enqueue("sync")
+
+    async def read_card() -> list[tuple[float, SSEMessage]]:
+        got = []
+        async with client.stream("GET", f"/ui/jobs/{job.job_id}/stream") as r:
+            async for m in read_sse(r):
+                got.append((time.monotonic(), m))
+                if m.event == "job_closed":
+                    return got
+        return got
+
+    readers = [asyncio.create_task(read_card()) for _ in range(3)]
+    await asyncio.sleep(0.3)
+    await run_fake_worker(store, job, 40, delay=0.02)
+    results = await asyncio.wait_for(asyncio.gather(*readers), 20)
+    for got in results:
+        # The first swap is the card as the stream found it, on connect.
+        swaps = [at for at, m in got if m.event == "batch_progress"][1:]
+        assert len(swaps) >= 2
+        gaps = [b - a for a, b in zip(swaps, swaps[1:], strict=False)]
+        assert min(gaps) > THROTTLE_SECONDS * 0.8, gaps
+    closed = [[m.data for _, m in got if m.event == "job_closed"] for got in results]
+    assert closed[0] == closed[1] == closed[2] and "40 batch(es)" in closed[0][0]
+
+
 async def test_a_card_stream_resumes_from_the_seq_the_page_rendered(
     client: httpx.AsyncClient, store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
