@@ -23,6 +23,7 @@ from executor.context import (
     ShuttingDown,
 )
 from executor.handlers import HANDLERS, Handler
+from executor.imap_auth import SignInRequired
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
 from executor.parsing import ParserPool
 
@@ -131,6 +132,10 @@ async def run_job(
             slot.owner,
         )
     except PermanentJobError as exc:
+        await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {exc}", str(exc))
+    except SignInRequired as exc:
+        # Retrying cannot help until the person signs in again; the message says how.
+        await slot.imap.discard()
         await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {exc}", str(exc))
     except (ImapUnavailable, *CONNECTION_ERRORS, *TRANSIENT_DB_ERRORS) as exc:
         if not isinstance(exc, TRANSIENT_DB_ERRORS):

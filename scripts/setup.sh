@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 [ -x /usr/sbin/dovecot ] || need_apt+=(dovecot-imapd)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)  # htmx assets; the tests' Gmail double
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: please install ${need_apt[*]} (apt-get needs root)" >&2
@@ -31,7 +32,8 @@ if [ ! -f "$stamp" ]; then
 fi
 
 vendor=app/static/vendor
-if [ ! -f "$vendor/htmx.min.js" ] || [ ! -f "$vendor/sse.js" ] || [ package.json -nt "$vendor/htmx.min.js" ]; then
+if [ ! -f "$vendor/htmx.min.js" ] || [ ! -f "$vendor/sse.js" ] || [ ! -d node_modules/hoodiecrow-imap ] \
+  || [ package.json -nt "$vendor/htmx.min.js" ]; then
   npm install --no-audit --no-fund --silent >/dev/null
   mkdir -p "$vendor"
   cp node_modules/htmx.org/dist/htmx.min.js "$vendor/htmx.min.js"

@@ -49,10 +49,18 @@ class Proposal(TypedDict):
     message_count: int
 
 
+class Edit(TypedDict):
+    """What the person changed before approving, besides the selection: the
+    folder of a move or the label of a label job."""
+
+    target: str
+
+
 class Decision(TypedDict):
     decision: Literal["approve", "reject"]
     selection: NotRequired[list[str] | None]
     interrupt_id: NotRequired[str]
+    edit: NotRequired[Edit | None]
 
 
 def merge_approvals(old: dict[str, str] | None, new: dict[str, str] | None) -> dict[str, str]:
