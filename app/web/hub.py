@@ -101,7 +101,8 @@ class Subscription:
     throttled: bool = False  # woken by the hub's per-job tick, not by each update
     pending: list[Update] = field(default_factory=list)
     lagging: bool = False
-    _ready: bool = False  # woken since the last take
+    _ready: bool = False  # woken to take its updates since the last take
+    _poked: bool = False  # woken for something else (its heartbeat) since the last take
     _waiter: asyncio.Future[None] | None = None
 
     def offer(self, update: Update, *, wake: bool = True) -> None:
@@ -115,8 +116,17 @@ class Subscription:
             self.wake()
 
     def wake(self) -> None:
-        """Let `take()` return (with whatever is pending, maybe nothing)."""
+        """Let `take()` return with whatever is pending (maybe nothing)."""
         self._ready = True
+        self._resume()
+
+    def poke(self) -> None:
+        """Let `take()` return, handing out nothing unless the stream was woken
+        too: a throttled stream's heartbeat does not take updates early."""
+        self._poked = True
+        self._resume()
+
+    def _resume(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -128,14 +138,17 @@ class Subscription:
 
     async def take(self) -> list[Update]:
         """Every update offered since the last take, once the stream has been
-        woken (at once if it was woken meanwhile); an empty list when the wake
-        brought nothing (the stream's heartbeat timer wakes it too)."""
-        if not self._ready:
+        woken (at once if it was woken meanwhile); an empty list when it was
+        only poked (its heartbeat timer does that) or woken with nothing new."""
+        if not (self._ready or self._poked):
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await waiter
             finally:
                 self._waiter = None
+        self._poked = False
+        if not self._ready:
+            return []
         self._ready = False
         return self.drain()
 

@@ -39,8 +39,13 @@ async def test_a_throttled_stream_waits_for_its_wake_and_a_bare_wake_brings_noth
     assert not taker.done()
     sub.wake()
     assert [u.head.last_seq for u in await taker] == [1]
-    sub.wake()  # the heartbeat timer's wake: nothing pending
+    sub.wake()  # woken with nothing pending
     assert await sub.take() == []
+    sub.offer(update(2), wake=False)
+    sub.poke()  # its heartbeat: no updates before the throttle's tick
+    assert await sub.take() == []
+    sub.wake()
+    assert [u.head.last_seq for u in await sub.take()] == [2]
 
 
 async def test_a_stream_too_far_behind_keeps_a_bounded_mailbox_and_rereads(

@@ -252,11 +252,11 @@ async def follow(
         yield Step(head, tuple(chunk), final=done)
         if done:
             return
-        beat = Beat(heartbeat, sub.wake)
+        beat = Beat(heartbeat, sub.poke)
         try:
             while True:
                 updates = await sub.take()
-                if not updates:  # woken by the heartbeat timer
+                if not updates:  # poked by the heartbeat timer
                     if not beat.due():
                         continue
                     if await request.is_disconnected():
