@@ -6,10 +6,11 @@ with heartbeats on the wall clock, and ends after the terminal status; it
 yields `Step`s. The JSON route formats them as `job_event` / `job_status` /
 `heartbeat` messages; the card route folds their events into the job's
 `Progress` (app/jobs/progress.py) and sends rendered fragments, at most four
-swaps a second (the hub throttles card streams per job). A stream costs nothing while it waits: its updates land in
-its hub mailbox, and its heartbeat is one timer per interval. A card stream starts from the state the page rendered (the
-card's `?after=N`, found in the progress cache, or a finished job's stored
-summary), so a reconnect never replays a job's events from seq 0.
+swaps a second (the hub throttles card streams per job). A waiting stream
+costs nothing: its updates land in its hub mailbox, and its heartbeat is one
+timer per interval. A card stream starts from the state the page rendered
+(the card's `?after=N`, found in the progress cache, or a finished job's
+stored summary), so a reconnect never replays a job's events from seq 0.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Beat:
     interval: a proxy or client timing out idle-looking streams sees them too.
 
     With `wake`, a timer calls it when the next heartbeat falls due (a stream
-    waiting in its mailbox wakes up to send it): one timer per interval, not
+    waiting in its mailbox is poked to send it): one timer per interval, not
     one per wait."""
 
     def __init__(self, interval: float, wake: Callable[[], None] | None = None) -> None:
