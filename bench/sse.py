@@ -180,6 +180,27 @@ async def sse_bench(database_url: str, counts: list[int]) -> None:
     )
 
 
+def executor_env(server: Any, database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of an executor syncing `server` (a DovecotServer) in batches of 20."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "IMAP_HOST": server.host,
+        "IMAP_PORT": str(server.port),
+        "IMAP_USERNAME": server.username,
+        "IMAP_PASSWORD": server.password,
+        "IMAP_SSL": "false",
+        "SECRETARY_SYNC_BATCH_SIZE": "20",
+        **extra,
+    }
+
+
+def start_executor(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "executor", "--workers", "3", "--log-level", "WARNING"], env=env
+    )
+
+
 def browser_bench(database_url: str) -> None:
     import shutil
     import tempfile
@@ -194,18 +215,7 @@ def browser_bench(database_url: str) -> None:
     home = Path(tempfile.mkdtemp(prefix="pbs-", dir="/tmp"))
     with DovecotServer(mail_home=home) as server:
         write_maildir(server.maildir, generate_mailbox(3000))
-        env = {
-            "IMAP_HOST": server.host,
-            "IMAP_PORT": str(server.port),
-            "IMAP_USERNAME": server.username,
-            "IMAP_PASSWORD": server.password,
-            "IMAP_SSL": "false",
-            "SECRETARY_SYNC_BATCH_SIZE": "20",
-        }
-        executor = subprocess.Popen(
-            [sys.executable, "-m", "executor", "--workers", "3", "--log-level", "WARNING"],
-            env={**os.environ, "DATABASE_URL": database_url, **env},
-        )
+        executor = start_executor(executor_env(server, database_url))
         web, url = start_process(database_url)
         try:
             with sync_playwright() as p:
@@ -408,25 +418,8 @@ def lag_bench(
                 for i, m in enumerate(generate_mailbox(messages))
             ]
             write_maildir(server.maildir, mail)
-            env = {
-                **os.environ,
-                "DATABASE_URL": database_url,
-                "IMAP_HOST": server.host,
-                "IMAP_PORT": str(server.port),
-                "IMAP_USERNAME": server.username,
-                "IMAP_PASSWORD": server.password,
-                "IMAP_SSL": "false",
-                "SECRETARY_SYNC_BATCH_SIZE": "20",
-                "SECRETARY_LIVE_MIRROR": "false",
-            }
-
-            def start_executor() -> subprocess.Popen[bytes]:
-                return subprocess.Popen(
-                    [sys.executable, "-m", "executor", "--workers", "3", "--log-level", "WARNING"],
-                    env=env,
-                )
-
-            r = asyncio.run(lag_case(url, streams, start_executor, web.pid, floor))
+            env = executor_env(server, database_url, SECRETARY_LIVE_MIRROR="false")
+            r = asyncio.run(lag_case(url, streams, lambda: start_executor(env), web.pid, floor))
     finally:
         if floor.poll() is None:
             floor.kill()
