@@ -8,7 +8,7 @@ Every `SECRETARY_CLEANER_INTERVAL` seconds, jobs that finished more than
   deleted with its events: first its events, then the job row;
 - a mutation job is kept, with its approval and its change record, because
   undo is offered for every finished mutation for as long as its record
-  exists; only its events go, after their fold (app/web/progress.py, the same
+  exists; only its events go, after their fold (app/jobs/progress.py, the same
   fold the page uses) is stored on the job, in the transaction that deletes
   them, so its card renders the same afterwards.
 
@@ -28,8 +28,8 @@ from psycopg.types.json import Jsonb
 
 from app.db.queries import query
 from app.jobs.models import Job, JobEvent
+from app.jobs.progress import Progress, fold_all
 from app.jobs.store import JobStore
-from app.web.progress import Progress, fold_all
 from executor.services import Service
 
 log = logging.getLogger("executor.cleaner")

@@ -1,4 +1,4 @@
-"""A job card's HTML, rendered from its `Progress` (app/web/progress.py).
+"""A job card's HTML, rendered from its `Progress` (app/jobs/progress.py).
 
 The page's first render, the live card stream's swaps and its closing card all
 come from here, from the same state, so a reload shows exactly what the live
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.jobs.progress import Progress, to_batch_update, to_message, tool_name
 from app.web.byte_lru import ByteLRU
-from app.web.progress import Progress, to_batch_update, to_message, tool_name
 
 __all__ = ["card_context", "render_card", "render_card_body", "to_batch_update", "tool_name"]
 

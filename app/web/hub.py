@@ -5,6 +5,15 @@ changed job once — its row, then its new events — and hand the result to
 every subscriber of that job. Database load therefore grows with the number of
 changing jobs, not with the number of open streams. A subscriber whose buffer
 overflows is told to catch up from the database by seq: nothing is skipped.
+
+Handing an update to a stream is a list append and, if the stream sleeps, one
+future resolved: no task, queue or timer per stream per update. Streams are
+woken a slice at a time, so one event-loop turn runs at most OFFER_SLICE of
+them (each then writes once), and the loop's other work — a page request, a
+timer — waits one slice, not the whole job's audience. Throttled streams (the
+page's cards) collect updates without waking and are woken together, a slice
+at a time, at most every THROTTLE_SECONDS per job: one timer per job, not one
+per stream, so hundreds of cards never come due in the same loop turn.
 """
 
 from __future__ import annotations
@@ -24,13 +33,15 @@ from app.jobs.models import JobEvent, JobStatus
 from app.jobs.store import JobStore
 from app.web.mirror_feed import CHANNEL as MIRROR_CHANNEL
 from app.web.mirror_feed import MirrorFeed
+from app.web.stall_guard import StallGuard
 
 log = logging.getLogger(__name__)
 CHANNEL = "imap_job_updates"
-QUEUE_LIMIT = 1000
+QUEUE_LIMIT = 1000  # updates a stream may have waiting before it re-reads by seq
 REFRESH_LIMIT = 5000
 COALESCE_SECONDS = 0.01
-OFFER_SLICE = 32  # streams woken per event-loop turn when a job changes
+OFFER_SLICE = 8  # streams woken per event-loop turn when a job changes
+THROTTLE_SECONDS = 0.25  # throttled streams of a job are woken at most this often
 
 
 @dataclass(frozen=True)
@@ -76,28 +87,70 @@ class Update:
 
 @dataclass(eq=False)
 class Subscription:
-    """One stream's view of a job.
+    """One stream's view of a job, and its mailbox.
 
     `head` is the job as the hub had published it when the stream subscribed:
-    every later change reaches the queue, so it is a sound snapshot to start from.
-    An update's head is the job's row as read (its `last_seq` may run ahead of
-    the events in that update when the hub read a partial page; the rest follow).
+    every later change reaches the mailbox, so it is a sound snapshot to start
+    from. An update's head is the job's row as read (its `last_seq` may run
+    ahead of the events in that update when the hub read a partial page; the
+    rest follow).
     """
 
     job_id: uuid.UUID
     head: JobHead | None = None
-    queue: asyncio.Queue[Update] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    throttled: bool = False  # woken by the hub's per-job tick, not by each update
+    pending: list[Update] = field(default_factory=list)
     lagging: bool = False
+    _ready: bool = False  # woken to take its updates since the last take
+    _poked: bool = False  # woken for something else (its heartbeat) since the last take
+    _waiter: asyncio.Future[None] | None = None
 
-    def offer(self, update: Update) -> None:
-        try:
-            self.queue.put_nowait(update)
-        except asyncio.QueueFull:
+    def offer(self, update: Update, *, wake: bool = True) -> None:
+        if len(self.pending) >= QUEUE_LIMIT:
             # Too slow: drop the buffer; the stream re-reads from the database by seq.
             self.lagging = True
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(Update(update.head, ()))
+            self.pending = [Update(update.head, ())]
+        else:
+            self.pending.append(update)
+        if wake:
+            self.wake()
+
+    def wake(self) -> None:
+        """Let `take()` return with whatever is pending (maybe nothing)."""
+        self._ready = True
+        self._resume()
+
+    def poke(self) -> None:
+        """Let `take()` return, handing out nothing unless the stream was woken
+        too: a throttled stream's heartbeat does not take updates early."""
+        self._poked = True
+        self._resume()
+
+    def _resume(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def drain(self) -> list[Update]:
+        """Every update offered since the last take, without waiting."""
+        taken, self.pending = self.pending, []
+        return taken
+
+    async def take(self) -> list[Update]:
+        """Every update offered since the last take, once the stream has been
+        woken (at once if it was woken meanwhile); an empty list when it was
+        only poked (its heartbeat timer does that) or woken with nothing new."""
+        if not (self._ready or self._poked):
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        self._poked = False
+        if not self._ready:
+            return []
+        self._ready = False
+        return self.drain()
 
 
 class EventHub:
@@ -109,20 +162,28 @@ class EventHub:
         self.known: dict[uuid.UUID, JobHead] = {}
         self._dirty: set[uuid.UUID] = set()
         self._wake = asyncio.Event()
+        self._throttle_at: dict[uuid.UUID, float] = {}  # job -> when its throttled streams wake
+        self._throttled_at: dict[uuid.UUID, float] = {}  # job -> when they last woke
+        self._throttle_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.queries = 0  # for benchmarks: database round trips made by the hub
         # Mirror changes ride on the same LISTEN connection (app/web/mirror_feed.py).
         self.mirror = MirrorFeed(store, poll_seconds=poll_seconds)
+        # Every SSE stream of the process (jobs, cards, mirror) is guarded by it.
+        self.guard = StallGuard()
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._listen(), name="hub-listen"),
             asyncio.create_task(self._refresher(), name="hub-refresh"),
             asyncio.create_task(self._poll(), name="hub-poll"),
+            asyncio.create_task(self._throttler(), name="hub-throttle"),
         ]
         await self.mirror.start()
+        await self.guard.start()
 
     async def stop(self) -> None:
+        await self.guard.stop()
         await self.mirror.stop()
         for task in self._tasks:
             task.cancel()
@@ -130,14 +191,14 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def subscribe(self, job_id: uuid.UUID) -> Subscription:
+    async def subscribe(self, job_id: uuid.UUID, *, throttled: bool = False) -> Subscription:
         if job_id not in self.known:
             heads = await self._heads([job_id])
             if job_id in heads and job_id not in self.known:
                 self.known[job_id] = heads[job_id]
         # No await from here on: the snapshot and the subscription are atomic
         # with respect to the refresher, so no change falls between them.
-        sub = Subscription(job_id, self.known.get(job_id))
+        sub = Subscription(job_id, self.known.get(job_id), throttled)
         self.subs[job_id].add(sub)
         return sub
 
@@ -148,6 +209,8 @@ class EventHub:
             if not subs:
                 del self.subs[sub.job_id]
                 self.known.pop(sub.job_id, None)
+                self._throttle_at.pop(sub.job_id, None)
+                self._throttled_at.pop(sub.job_id, None)
 
     def mark_dirty(self, job_id: uuid.UUID) -> None:
         if job_id in self.subs:
@@ -196,13 +259,40 @@ class EventHub:
             if old == delivered and not new_events:
                 continue
             update = Update(head, tuple(new_events))
-            for n, sub in enumerate(list(self.subs.get(job_id, ())), 1):
-                sub.offer(update)
-                if n % OFFER_SLICE == 0:
-                    # Each offer wakes a stream that then encodes and sends: let
-                    # the loop run those (and any timer due) in slices, so a job
-                    # with hundreds of watchers never stalls the loop in one go.
-                    await asyncio.sleep(0)
+            subs = list(self.subs.get(job_id, ()))
+            for sub in subs:
+                sub.offer(update, wake=False)
+            if any(sub.throttled for sub in subs):
+                self._throttle(job_id)
+            await _wake_in_slices([sub for sub in subs if not sub.throttled])
+
+    def _throttle(self, job_id: uuid.UUID) -> None:
+        """Wake the job's throttled streams THROTTLE_SECONDS after they last
+        woke (or now), unless a wake is already due: they take everything
+        offered meanwhile in one step."""
+        if job_id in self._throttle_at:
+            return
+        now = asyncio.get_running_loop().time()
+        self._throttle_at[job_id] = max(now, self._throttled_at.get(job_id, 0.0) + THROTTLE_SECONDS)
+        self._throttle_wake.set()
+
+    async def _throttler(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._throttle_wake.clear()
+            if not self._throttle_at:
+                await self._throttle_wake.wait()
+                continue
+            job_id = min(self._throttle_at, key=self._throttle_at.__getitem__)
+            delay = self._throttle_at[job_id] - loop.time()
+            if delay > 0:  # sleep until then, or until another job is due sooner
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._throttle_wake.wait()
+                continue
+            del self._throttle_at[job_id]
+            self._throttled_at[job_id] = loop.time()
+            await _wake_in_slices([s for s in self.subs.get(job_id, ()) if s.throttled])
 
     async def _refresher(self) -> None:
         while True:
@@ -264,3 +354,13 @@ class EventHub:
                 log.warning("hub LISTEN connection lost: %s; reconnecting in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 15)
+
+
+async def _wake_in_slices(subs: list[Subscription]) -> None:
+    """Wake `subs`, letting the loop run each slice of woken streams (and any
+    timer due) before the next: a job with hundreds of watchers never holds
+    the loop in one go."""
+    for n, sub in enumerate(subs, 1):
+        sub.wake()
+        if n % OFFER_SLICE == 0 and n < len(subs):
+            await asyncio.sleep(0)

@@ -23,9 +23,9 @@ from psycopg.types.json import Jsonb
 
 from app.db.queries import query
 from app.jobs.models import Job
+from app.jobs.progress import NO_CHANGES, Progress, Record, fold_all
 from app.jobs.store import JobStore
 from app.web.byte_lru import ByteLRU
-from app.web.progress import NO_CHANGES, Progress, Record, fold_all
 
 CACHE_BYTES = 8 * 1024 * 1024
 EVENT_PAGE = 1000

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import time
 from typing import Any
 
 import httpx
@@ -11,6 +13,7 @@ import pytest
 
 from app.jobs.models import Job, JobStatus, Lease
 from app.jobs.store import JobStore
+from tests.support.live_mail import eventually
 from tests.support.sse_client import SSEMessage, collect, read_sse
 from tests.support.uvicorn_server import serve
 
@@ -284,7 +287,7 @@ async def test_a_slow_subscriber_catches_up_from_the_database(
         [sub] = hub.subs[job.job_id]
         await run_fake_worker(store, job, 20, delay=0.03)  # the stream is not read meanwhile
         await asyncio.sleep(0.5)
-        assert sub.lagging and sub.queue.qsize() <= 2
+        assert sub.lagging and len(sub.pending) <= 2
         body = b"".join([chunk async for chunk in stream])  # type: ignore[misc]
     finally:
         await hub.stop()
@@ -292,6 +295,67 @@ async def test_a_slow_subscriber_catches_up_from_the_database(
     seqs = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
     assert seqs == list(range(1, 23))
     assert '"status": "completed"' in text.rsplit("event: job_status", 1)[1]
+
+
+async def test_a_stalled_client_delays_no_other_stream_and_is_dropped(
+    web: Any, client: httpx.AsyncClient, store: JobStore
+) -> None:
+    """A client that stops reading fills its socket, and its stream waits in
+    uvicorn's send. Its neighbour on the same job still gets every event as it
+    comes; the stalled stream's mailbox stays bounded; and the stall guard
+    drops it once it has been stuck past the timeout (the client could resume
+    by seq), closing its connection."""
+    from app.web import hub as hub_module
+
+    hub = web.server.config.app.state.hub
+    hub.guard.timeout = 3600.0  # not yet: first show the neighbour is not held up
+    job = await store.enqueue("sync")
+    host, port = web.url.removeprefix("http://").split(":")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    stalled.connect((host, int(port)))
+    stalled.sendall(
+        f"GET /api/jobs/{job.job_id}/events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    )
+    normal = asyncio.create_task(collect(client, f"/api/jobs/{job.job_id}/events"))
+    try:
+        await asyncio.sleep(0.5)
+        [claimed] = await store.claim(["w"], lease_seconds=60)
+        lease = Lease.of(claimed)
+        committed: dict[int, float] = {}
+        blob = "x" * 100_000  # 60 events of 100 kB: far more than the stalled socket takes
+        for i in range(1, 61):
+            result = await store.progress(
+                lease, f"batch {i}", data={"phase": "fetch", "blob": blob}
+            )
+            committed[result.seq] = time.monotonic()
+            await asyncio.sleep(0.01)
+        await store.finish(lease, JobStatus.COMPLETED, "done")
+        messages = await asyncio.wait_for(normal, 60)
+        assert [m.json()["seq"] for m in messages if m.event == "job_event"] == list(range(1, 63))
+        assert messages[-1].json()["status"] == "completed"
+        # The stalled stream is still there, stuck in a send, its mailbox bounded.
+        [sub] = hub.subs[job.job_id]
+        assert len(sub.pending) <= hub_module.QUEUE_LIMIT
+        assert hub.guard.dropped == 0
+        hub.guard.timeout = 0.5
+
+        async def dropped() -> bool:
+            return job.job_id not in hub.subs
+
+        # The watchdog's current nap (up to 5 s), then the timeout.
+        await eventually(dropped, 15, "the stalled stream is dropped", step=0.1)
+        assert hub.guard.dropped == 1
+        # Its connection is closed: whatever the socket still holds, then EOF.
+        stalled.settimeout(10)
+        received = 0
+        while chunk := await asyncio.to_thread(stalled.recv, 65536):
+            received += len(chunk)
+        assert 0 < received < 60 * 100_000
+    finally:
+        stalled.close()
+        if not normal.done():
+            normal.cancel()
 
 
 async def test_partial_hub_reads_still_deliver_every_event_in_order(
@@ -351,6 +415,39 @@ async def test_a_reload_shows_exactly_the_card_the_live_stream_ended_with(
     CACHE.clear()  # another web process, or this one restarted
     page = await client.get("/")
     assert card_in(page.text, job.job_id) == closed.data.strip()
+
+
+async def test_card_streams_swap_at_most_four_times_a_second_and_in_step(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    """Card streams are throttled per job by the hub (THROTTLE_SECONDS): a
+    burst of batches costs a few swaps, spaced by the throttle, and every card
+    of the job ends on the same finished card."""
+    from app.web.hub import THROTTLE_SECONDS
+
+    job = await store.enqueue("sync")
+
+    async def read_card() -> list[tuple[float, SSEMessage]]:
+        got = []
+        async with client.stream("GET", f"/ui/jobs/{job.job_id}/stream") as r:
+            async for m in read_sse(r):
+                got.append((time.monotonic(), m))
+                if m.event == "job_closed":
+                    return got
+        return got
+
+    readers = [asyncio.create_task(read_card()) for _ in range(3)]
+    await asyncio.sleep(0.3)
+    await run_fake_worker(store, job, 40, delay=0.02)
+    results = await asyncio.wait_for(asyncio.gather(*readers), 20)
+    for got in results:
+        # The first swap is the card as the stream found it, on connect.
+        swaps = [at for at, m in got if m.event == "batch_progress"][1:]
+        assert len(swaps) >= 2
+        gaps = [b - a for a, b in zip(swaps, swaps[1:], strict=False)]
+        assert min(gaps) > THROTTLE_SECONDS * 0.8, gaps
+    closed = [[m.data for _, m in got if m.event == "job_closed"] for got in results]
+    assert closed[0] == closed[1] == closed[2] and "40 batch(es)" in closed[0][0]
 
 
 async def test_a_card_stream_resumes_from_the_seq_the_page_rendered(

@@ -12,8 +12,8 @@ from fastapi.templating import Jinja2Templates
 
 import app
 from app.jobs.models import Job, JobEvent, JobStatus, JobType
+from app.jobs.progress import NO_CHANGES, Progress, Record, fold_all
 from app.web.fragments import render_card, render_card_body, to_batch_update
-from app.web.progress import NO_CHANGES, Progress, Record, fold_all
 
 
 def job(**kw: object) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The one fold from job events to a card's state (app/web/progress.py).
+"""The one fold from job events to a card's state (app/jobs/progress.py).
 
 Its promise: however a stream came by the events (all at once, page by page,
 resumed from any seq, twice after a re-read, or from a stored summary after
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.jobs.models import Job, JobEvent, JobStatus, JobType
-from app.web.progress import (
+from app.jobs.progress import (
     NO_CHANGES,
     Progress,
     Record,

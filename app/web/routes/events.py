@@ -5,10 +5,12 @@ progress cards (SPEC §7), both driven by one loop, `follow`.
 with heartbeats on the wall clock, and ends after the terminal status; it
 yields `Step`s. The JSON route formats them as `job_event` / `job_status` /
 `heartbeat` messages; the card route folds their events into the job's
-`Progress` (app/web/progress.py) and sends rendered fragments, at most four
-swaps a second. A card stream starts from the state the page rendered (the
-card's `?after=N`, found in the progress cache, or a finished job's stored
-summary), so a reconnect never replays a job's events from seq 0.
+`Progress` (app/jobs/progress.py) and sends rendered fragments, at most four
+swaps a second (the hub throttles card streams per job). A waiting stream
+costs nothing: its updates land in its hub mailbox, and its heartbeat is one
+timer per interval. A card stream starts from the state the page rendered
+(the card's `?after=N`, found in the progress cache, or a finished job's
+stored summary), so a reconnect never replays a job's events from seq 0.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
@@ -29,24 +30,20 @@ from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
 from app.jobs.models import Job, JobEvent
+from app.jobs.progress import Progress, fold_all
 from app.jobs.store import JobStore
 from app.web.byte_lru import ByteLRU
 from app.web.deps import HubDep, SettingsDep, StoreDep, TemplatesDep
 from app.web.fragments import render_card, render_card_body
 from app.web.hub import EventHub, JobHead, Subscription
-from app.web.progress import Progress, fold_all
 from app.web.progress_cache import CACHE, ProgressCache
 from app.web.routes.jobs import ERRORS, load_job
 
 router = APIRouter(tags=["events"])
-NO_PING = 10**6  # our own heartbeat events replace sse-starlette's comment pings
-UI_MIN_INTERVAL = 0.25  # at most four fragment swaps a second per job
+NO_PING = 0  # our own heartbeat events replace sse-starlette's comment pings (0: no ping task)
 MAX_SEQ = 2**31 - 1  # seq is an int column
 BACKLOG_PAGE = 1000  # events read per query
 BACKLOG_CHUNK = 200  # events per send while catching up
-# A client that takes no bytes for this long is dropped (it can resume by seq),
-# so a stuck reader does not pin a stream forever.
-SEND_TIMEOUT = 60.0
 SEP = "\r\n"
 
 # Many streams watch the same job: encode each event and status once, as the
@@ -86,20 +83,43 @@ def _encode(message: dict[str, Any]) -> bytes:
 
 class Beat:
     """Heartbeats on the wall clock, so a busy stream still gets one every
-    interval: a proxy or client timing out idle-looking streams sees them too."""
+    interval: a proxy or client timing out idle-looking streams sees them too.
 
-    def __init__(self, interval: float) -> None:
+    With `wake`, a timer calls it when the next heartbeat falls due (a stream
+    waiting in its mailbox is poked to send it): one timer per interval, not
+    one per wait."""
+
+    def __init__(self, interval: float, wake: Callable[[], None] | None = None) -> None:
         self.interval = interval
-        self.next_at = time.monotonic() + interval
+        self._wake = wake
+        self._timer: asyncio.TimerHandle | None = None
+        self._fired = False
+        self.reset()
 
     def remaining(self) -> float:
         return max(0.0, self.next_at - time.monotonic())
 
     def due(self) -> bool:
-        return time.monotonic() >= self.next_at
+        # (the timer's clock may round differently from ours: its firing counts)
+        return self._fired or time.monotonic() >= self.next_at
 
     def reset(self) -> None:
         self.next_at = time.monotonic() + self.interval
+        self._fired = False
+        if self._wake is not None:
+            self.cancel()
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self._ring)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _ring(self) -> None:
+        self._fired = True
+        self._timer = None
+        assert self._wake is not None
+        self._wake()
 
     def message(self) -> dict[str, Any]:
         self.reset()
@@ -165,13 +185,13 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int:
     return value
 
 
-def _sse(stream: AsyncIterator[Any]) -> EventSourceResponse:
-    """Every stream: our own heartbeats instead of comment pings, a send timeout
-    for stalled clients, and no caching or proxy buffering."""
+def _sse(stream: AsyncIterator[Any], hub: EventHub) -> EventSourceResponse:
+    """Every stream: our own heartbeats instead of comment pings, no caching
+    or proxy buffering, and the hub's stall guard instead of a timeout around
+    each send (app/web/stall_guard.py: one watchdog, not a timer per chunk)."""
     return EventSourceResponse(
-        stream,
+        hub.guard.guard(stream),
         ping=NO_PING,
-        send_timeout=SEND_TIMEOUT,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
@@ -207,16 +227,15 @@ async def follow(
     *,
     after: int,
     heartbeat: float,
-    min_interval: float = 0.0,
+    throttled: bool = False,
 ) -> AsyncIterator[Step]:
     """Follow `job` from seq `after` until it is finished and fully handed out.
 
-    With `min_interval`, updates are coalesced: after one arrives the loop
-    waits out the rest of the interval since the previous step (and at least
-    this stream's own small offset, so the hundreds of streams of one job do
-    not all step in the same instant) and takes everything queued meanwhile
-    as one step (a burst of batches costs one)."""
-    sub = await hub.subscribe(job.job_id)  # before the backlog: nothing can fall in between
+    `throttled` streams are woken by the hub at most every THROTTLE_SECONDS
+    (app/web/hub.py) and take everything that came meanwhile as one step (a
+    burst of batches costs one)."""
+    # Subscribed before the backlog is read: nothing can fall in between.
+    sub = await hub.subscribe(job.job_id, throttled=throttled)
     try:
         head = _newer(sub.head, _head(job))
         seen = after
@@ -234,51 +253,47 @@ async def follow(
         yield Step(head, tuple(chunk), final=done)
         if done:
             return
-        beat = Beat(heartbeat)
-        stepped_at = time.monotonic()
-        offset = random.uniform(0.0, min_interval / 5) if min_interval > 0 else 0.0
-        while True:
-            try:
-                update = await asyncio.wait_for(sub.queue.get(), beat.remaining())
-            except TimeoutError:
-                if await request.is_disconnected():
+        beat = Beat(heartbeat, sub.poke)
+        try:
+            while True:
+                updates = await sub.take()
+                if not updates:  # poked by the heartbeat timer
+                    if not beat.due():
+                        continue
+                    if await request.is_disconnected():
+                        return
+                    beat.reset()
+                    yield Step(head, heartbeat=True)
+                    continue
+                events = [e for u in updates for e in u.events]
+                if _must_reread(sub, events, seen):
+                    events = [e async for e in _backlog(store, job.job_id, seen)]
+                fresh: list[JobEvent] = []
+                for event in events:
+                    if event.seq > seen:
+                        seen = event.seq
+                        fresh.append(event)
+                # A head read before our own snapshot can still sit in the mailbox:
+                # never report counters going backwards.
+                newest = head
+                for u in updates:
+                    if u.head.last_seq >= newest.last_seq:
+                        newest = u.head
+                changed = _reported(newest) != _reported(head)
+                head = newest
+                final = head.status.is_terminal
+                if final and seen < head.last_seq:  # the hub read a partial page: complete it
+                    async for event in _backlog(store, job.job_id, seen):
+                        seen = event.seq
+                        fresh.append(event)
+                due = beat.due() and not final  # the terminal job_status is the last message
+                if due:
+                    beat.reset()
+                yield Step(head, tuple(fresh), status_changed=changed, final=final, heartbeat=due)
+                if final:
                     return
-                beat.reset()
-                yield Step(head, heartbeat=True)
-                continue
-            updates = [update]
-            if min_interval > 0:
-                await asyncio.sleep(max(offset, min_interval - (time.monotonic() - stepped_at)))
-                while not sub.queue.empty():
-                    updates.append(sub.queue.get_nowait())
-            events = [e for u in updates for e in u.events]
-            if _must_reread(sub, events, seen):
-                events = [e async for e in _backlog(store, job.job_id, seen)]
-            fresh: list[JobEvent] = []
-            for event in events:
-                if event.seq > seen:
-                    seen = event.seq
-                    fresh.append(event)
-            # A head read before our own snapshot can still sit in the queue:
-            # never report counters going backwards.
-            newest = head
-            for u in updates:
-                if u.head.last_seq >= newest.last_seq:
-                    newest = u.head
-            changed = _reported(newest) != _reported(head)
-            head = newest
-            final = head.status.is_terminal
-            if final and seen < head.last_seq:  # the hub read a partial page: the end is complete
-                async for event in _backlog(store, job.job_id, seen):
-                    seen = event.seq
-                    fresh.append(event)
-            due = beat.due() and not final  # the terminal job_status is the last message
-            if due:
-                beat.reset()
-            yield Step(head, tuple(fresh), status_changed=changed, final=final, heartbeat=due)
-            stepped_at = time.monotonic()
-            if final:
-                return
+        finally:
+            beat.cancel()
     finally:
         hub.unsubscribe(sub)
 
@@ -372,7 +387,7 @@ async def job_events(
     start = _resume_point(last_event_id, after)
     if job.status.is_terminal and start >= job.last_seq:
         return Response(status_code=204)
-    return _sse(_job_stream(request, store, hub, job, start, settings.sse_heartbeat_seconds))
+    return _sse(_job_stream(request, store, hub, job, start, settings.sse_heartbeat_seconds), hub)
 
 
 async def _job_stream(
@@ -409,7 +424,8 @@ async def job_card_stream(
     return _sse(
         _card_stream(
             request, store, hub, templates, job, shown, settings.sse_heartbeat_seconds, CACHE
-        )
+        ),
+        hub,
     )
 
 
@@ -431,9 +447,7 @@ async def _card_stream(
     rendered: Progress | None = None
     if shown is not None and shown == state.seq == job.last_seq:
         rendered = state  # the page shows exactly this state already
-    steps = follow(
-        request, store, hub, job, after=state.seq, heartbeat=heartbeat, min_interval=UI_MIN_INTERVAL
-    )
+    steps = follow(request, store, hub, job, after=state.seq, heartbeat=heartbeat, throttled=True)
     async with contextlib.aclosing(steps):
         async for step in steps:
             state = fold_all(state, step.events).with_head(step.head)

@@ -58,7 +58,7 @@ async def mirror_events(request: Request, hub: HubDep, settings: SettingsDep) ->
     def encode(view: MirrorView, point: int) -> dict[str, Any]:
         return {"event": "mirror_changed", "data": json.dumps(view.as_dict(point))}
 
-    return _sse(_stream(request, hub.mirror, settings.sse_heartbeat_seconds, encode))
+    return _sse(_stream(request, hub.mirror, settings.sse_heartbeat_seconds, encode), hub)
 
 
 @router.get("/ui/mirror/stream", response_model=None, include_in_schema=False)
@@ -68,7 +68,7 @@ async def mirror_notice_stream(
     def encode(view: MirrorView, point: int) -> dict[str, Any]:
         return {"event": "mirror_notice", "data": notice_html(templates, view, point)}
 
-    return _sse(_stream(request, hub.mirror, settings.sse_heartbeat_seconds, encode))
+    return _sse(_stream(request, hub.mirror, settings.sse_heartbeat_seconds, encode), hub)
 
 
 async def _stream(

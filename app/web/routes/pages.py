@@ -10,11 +10,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
 from app.jobs.models import JobStatus, JobType
+from app.jobs.progress import Progress
 from app.web import lag_probe
 from app.web.chat_view import page_turn
 from app.web.deps import ChatDep, SettingsDep, StoreDep, TemplatesDep
 from app.web.fragments import render_card
-from app.web.progress import Progress
 from app.web.progress_cache import CACHE as PROGRESS
 from app.web.routes.chat import THREAD_COOKIE
 from app.web.routes.jobs import load_job
@@ -72,7 +72,7 @@ async def index(
         for j in await store.list(status, limit=50)
         if j.job_id not in shown
     ]
-    # Every card from the one fold (app/web/progress.py), as the live stream
+    # Every card from the one fold (app/jobs/progress.py), as the live stream
     # renders it: a finished card here is the live card's last state, and a live
     # card streams on from the seq it was rendered at.
     states = await PROGRESS.current(store, running + recent)

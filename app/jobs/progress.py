@@ -9,7 +9,8 @@ for a card; `to_message(state)` maps a state to the `batch_progress` /
 the cleaner (which folds a job before deleting its events) all go through
 here, so a reload shows exactly what the live card showed.
 
-Pure: no I/O and no web framework imports (the executor's cleaner imports it).
+Pure: no I/O and no web framework imports. It lives with the jobs, not the
+web, because the executor's cleaner and the web both use it.
 """
 
 from __future__ import annotations
