@@ -1,6 +1,7 @@
 """Sync throughput against a raw imapclient fetch of the same messages, in one run.
 
     .venv/bin/python bench/sync.py [--messages 10000]
+    .venv/bin/python bench/sync.py --rtt 40 [--connections 3]
 
 Prints messages/s for (a) a raw imapclient FETCH of every message with the
 same items the sync asks for, and (b) a full `sync` job run by a real
@@ -12,6 +13,12 @@ with the check off and on, each into a fresh database, in the same run, plus
 the parse alone per message with and without it. `--big-share` of the mailbox
 is made of messages longer than the fetch prefix, so the server's
 `SEARCH BODY` for the part never downloaded is part of the figure.
+
+With `--rtt MS` it prices a far-away server instead: Dovecot behind a proxy
+that adds MS of round trip (bench/rtt_proxy.py), the same first sync with one
+connection and with `--connections` (a split first sync, executor/sync_parallel.py),
+each into a fresh database, their ratio, and a raw one-connection fetch at that
+round trip for reference.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from app.demo.mailbox import SeedMessage, generate_mailbox, write_maildir  # noq
 from app.jobs.store import JobStore  # noqa: E402
 from app.mail.identity import Identity  # noqa: E402
 from app.mail.mime import parse_message  # noqa: E402
+from bench.rtt_proxy import DelayProxy  # noqa: E402
 from executor import mentions  # noqa: E402
 from executor.handlers.sync import BODY_PREFIX_BYTES, FETCH_ITEMS  # noqa: E402
 from tests.support.databases import DatabaseFactory, admin_url  # noqa: E402
@@ -120,12 +128,22 @@ def parse_cost(raws: list[bytes], identity: Identity | None) -> float:
 
 
 async def run_sync(
-    database_url: str, account: ImapAccount, batch: int, *, check: bool = True
+    database_url: str,
+    account: ImapAccount,
+    batch: int,
+    *,
+    check: bool = True,
+    connections: int | None = None,
 ) -> tuple[float, float, int]:
+    """(first sync s, re-sync s, messages); `connections` caps a split first sync."""
     mentions.ENABLED = check  # read when each sync job starts, in this process
     pool = await open_pool(database_url)
     store = JobStore(pool)
-    settings = executor_settings(sync_batch_size=batch, poll_seconds=0.05)
+    settings = executor_settings(
+        sync_batch_size=batch,
+        poll_seconds=0.05,
+        **({"sync_first_connections": connections} if connections else {}),
+    )
     async with running_executor(database_url, account, workers=1, settings=settings):
         job = await store.enqueue("sync")
         done = await wait_for_job(store, job.job_id, timeout=600)
@@ -138,6 +156,47 @@ async def run_sync(
     return first, resync, done.processed
 
 
+def rtt_figures(args: argparse.Namespace) -> None:
+    """1 connection vs `--connections` for a first sync at `--rtt` ms of round trip."""
+    home = Path(tempfile.mkdtemp(prefix="pbh-", dir="/tmp"))
+    factory = DatabaseFactory(admin_url())
+    try:
+        with DovecotServer(mail_home=home) as server:
+            n_big = round(args.messages * args.big_share)
+            msgs = generate_mailbox(args.messages - n_big) + big_messages(n_big)
+            write_maildir(server.maildir, msgs)
+            direct = ImapAccount(server.host, server.port, server.username, server.password, False)
+            raw_fetch(direct, args.batch)  # Dovecot builds its indexes here, not in a timing
+            with DelayProxy(server.host, server.port, args.rtt) as proxy:
+                far = ImapAccount(proxy.host, proxy.port, server.username, server.password, False)
+                t0 = time.perf_counter()
+                n_raw = raw_fetch(far, args.batch)
+                raw_s = time.perf_counter() - t0
+                best: dict[int, float] = {}
+                for _ in range(args.rounds):
+                    for conns in (1, args.connections):
+                        with factory.database() as url:
+                            s, _, n = asyncio.run(run_sync(url, far, args.batch, connections=conns))
+                        assert n == len(msgs), (n, len(msgs))
+                        best[conns] = min(best.get(conns, float("inf")), s)
+        one, many = best[1], best[args.connections]
+        print(
+            f"first sync of {len(msgs)} messages at {args.rtt:g} ms round trip (best of {args.rounds}):"
+        )
+        print(
+            f"raw imapclient fetch : 1 connection  {raw_s:6.2f}s = {n_raw / raw_s:,.0f} msgs/s (reference)"
+        )
+        print(f"sync job             : 1 connection  {one:6.2f}s = {len(msgs) / one:,.0f} msgs/s")
+        print(
+            f"sync job             : {args.connections} connections {many:6.2f}s "
+            f"= {len(msgs) / many:,.0f} msgs/s"
+        )
+        print(f"ratio {args.connections}/1 connections : {one / many:.2f}x  (aim >= 2.5x at 40 ms)")
+    finally:
+        factory.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=10_000)
@@ -146,7 +205,16 @@ def main() -> None:
         "--big-share", type=float, default=0.02, help="share of messages over the fetch prefix"
     )
     parser.add_argument("--rounds", type=int, default=2, help="sync runs per mode (best counts)")
+    parser.add_argument(
+        "--rtt", type=float, default=None, help="price a server this many ms away instead"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=3, help="connections of the split first sync (--rtt)"
+    )
     args = parser.parse_args()
+    if args.rtt is not None:
+        rtt_figures(args)
+        return
     home = Path(tempfile.mkdtemp(prefix="pbh-", dir="/tmp"))
     factory = DatabaseFactory(admin_url())
     try:
