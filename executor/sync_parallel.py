@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,11 +73,14 @@ class _Stopped(Exception):
 class YieldGate:
     """Lets the folder's fence be yielded only between whole batches.
 
-    Each connection's "fetch → parse → write" runs inside `batch()`. When the
-    fence is due, `maybe_yield` stops new batches from starting, waits for the
-    ones in flight to be written, yields, and lets them go on. `generation`
-    counts yields: a connection that sees it change forgets what it had learnt
-    about the folder (a job in between may have expunged).
+    A batch enters the gate before its fetch starts and leaves it once it is
+    written (or dropped). When the fence is due, `maybe_yield` stops new
+    batches from entering, waits for those inside to be written, yields, and
+    lets them go on. `generation` counts yields: a connection that sees it
+    change forgets what it had learnt about the folder (a job in between may
+    have expunged). A connection never waits to enter while it has a batch
+    inside (`try_enter` for a prefetch), nor yields while it has one: either
+    would wait for itself.
     """
 
     def __init__(self, fence: FolderFence) -> None:
@@ -87,19 +90,26 @@ class YieldGate:
         self._yielding = False
         self._changed = asyncio.Condition()
 
-    @contextlib.asynccontextmanager
-    async def batch(self) -> AsyncIterator[int]:
+    async def enter(self) -> int:
         async with self._changed:
             await self._changed.wait_for(lambda: not self._yielding)
             self.active += 1
-        try:
-            yield self.generation
-        finally:
-            async with self._changed:
-                self.active -= 1
-                self._changed.notify_all()
+            return self.generation
+
+    def try_enter(self) -> int | None:
+        """Enter unless a yield is due or under way (then: None, do not wait)."""
+        if self._yielding or self.fence.due():
+            return None
+        self.active += 1
+        return self.generation
+
+    async def leave(self) -> None:
+        async with self._changed:
+            self.active -= 1
+            self._changed.notify_all()
 
     async def maybe_yield(self) -> None:
+        """Yield the fence if it is due; call only with no batch of one's own inside."""
         if self._yielding or not self.fence.due():
             return
         async with self._changed:
@@ -113,6 +123,17 @@ class YieldGate:
             finally:
                 self._yielding = False
                 self._changed.notify_all()
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """UIDs of one range to fetch together; once written, the range is
+    mirrored up to `done_uid` (its top for its last batch: UIDs of a range the
+    server did not list do not exist)."""
+
+    rng: sync_ranges.UidRange
+    uids: list[int]
+    done_uid: int
 
 
 @dataclass
@@ -184,22 +205,26 @@ class ParallelFirstSync:
             self.ranges = await sync_ranges.load(conn, self.folder, self.state.uidvalidity)
         if self.ranges:
             self.earlier = [dataclasses.replace(r) for r in self.ranges]
-            slots = await self._borrow_slots()
-        else:
-            if not self._worth_splitting(uids):
-                return uids
-            slots = await self._borrow_slots()
-            if not slots:
-                return uids
-            await self._record_split(uids, last_seen, len(slots) + 1)
-        top = self.ranges[-1].hi
-        tail = [u for u in uids if u > top]
-        self.queue = [r for r in self.ranges if not r.complete]
-        self.run.remaining[self.folder] = sum(len(r.todo(uids)) for r in self.queue) + len(tail)
-        links = [_Link(ctx.worker, ctx.imap, borrowed=False, fetcher=self.fetcher)]
-        links[0].condstore = ctx.imap.condstore
-        links += [self._borrowed_link(i, slot) for i, slot in enumerate(slots, 1)]
-        await asyncio.gather(*(self._work(link, result) for link in links))
+        elif not self._worth_splitting(uids):
+            return uids
+        borrowed = await self._borrow()
+        try:
+            if not self.ranges:
+                if not borrowed:
+                    return uids  # nobody to share the work with: the serial pass does it
+                await self._record_split(uids, last_seen, len(borrowed) + 1)
+            top = self.ranges[-1].hi
+            tail = [u for u in uids if u > top]
+            self.queue = [r for r in self.ranges if not r.complete]
+            self.run.remaining[self.folder] = sum(len(r.todo(uids)) for r in self.queue) + len(tail)
+            own = _Link(ctx.worker, ctx.imap, borrowed=False, fetcher=self.fetcher)
+            own.condstore = ctx.imap.condstore
+            links = [own, *borrowed]
+            await asyncio.gather(*(self._work(link, result) for link in links))
+        finally:
+            for link in borrowed:  # each gives its slot back (again harmless)
+                with contextlib.suppress(Exception):
+                    await link.imap.discard()
         if self.gate.generation:
             self.fetcher.dense = None  # the serial pass goes on with it
         if self.error is not None:
@@ -237,29 +262,35 @@ class ParallelFirstSync:
                 conn=conn,
             )
 
-    async def _borrow_slots(self) -> list[Slot | None]:
-        """Free worker slots of the budget, up to the setting; never waited for."""
+    async def _borrow(self) -> list[_Link]:
+        """Connections (not yet open) in free worker slots of the budget, up to
+        the setting; never waited for. A link that is never used still gives
+        its slot back (`run_ranges`' finally)."""
         ctx = self.ctx
+        own = ctx.imap.session
         want = ctx.settings.sync_first_connections - 1
-        budget = ctx.imap.session.budget
-        if budget is None:
-            return [None] * max(0, want)
-        slots: list[Slot | None] = []
-        for index in range(1, want + 1):
-            if budget.contended:
-                break
-            slot = await budget.try_acquire(f"{ctx.worker}:r{index}", WORKER)
-            if slot is None:
-                break
-            slots.append(slot)
-        return slots
-
-    def _borrowed_link(self, index: int, slot: Slot | None) -> _Link:
-        own = self.ctx.imap.session
-        name = f"{self.ctx.worker}:r{index}"
-        session = ImapSession(own.account, timeout=own.timeout, name=name, budget=own.budget)
-        session.slot = slot  # taken above: connect() uses it instead of waiting
-        return _Link(name, LeaseBoundImap(session, self.ctx), borrowed=True)
+        links: list[_Link] = []
+        try:
+            for index in range(1, want + 1):
+                name = f"{ctx.worker}:r{index}"
+                slot: Slot | None = None
+                if own.budget is not None:
+                    if own.budget.contended:
+                        break
+                    slot = await own.budget.try_acquire(name, WORKER)
+                    if slot is None:
+                        break
+                session = ImapSession(
+                    own.account, timeout=own.timeout, name=name, budget=own.budget
+                )
+                session.slot = slot  # taken here: connect() uses it instead of waiting
+                links.append(_Link(name, LeaseBoundImap(session, ctx), borrowed=True))
+        except BaseException:
+            for link in links:
+                with contextlib.suppress(Exception):
+                    await link.imap.discard()
+            raise
+        return links
 
     # -- the connections ----------------------------------------------------------------
 
@@ -267,12 +298,7 @@ class ParallelFirstSync:
         try:
             if link.borrowed and not await self._open(link):
                 return
-            while self.error is None:
-                rng = self._next_range()
-                if rng is None:
-                    return
-                if not await self._fetch_range(link, rng, result):
-                    return  # gave its connection back
+            await self._fetch_ranges(link, result)
         except _Stopped:
             pass
         except BaseException as exc:
@@ -313,6 +339,25 @@ class ParallelFirstSync:
     def _next_range(self) -> sync_ranges.UidRange | None:
         return self.queue.pop(0) if self.queue else None
 
+    def _requeue(self, rng: sync_ranges.UidRange) -> None:
+        if not rng.complete and rng not in self.queue:
+            self.queue.append(rng)
+            self.queue.sort(key=lambda r: r.lo)
+
+    def _batches(self) -> Iterator[_Batch]:
+        """One connection's work: ranges from the queue, batch by batch."""
+        while self.error is None:
+            rng = self._next_range()
+            if rng is None:
+                return
+            todo = rng.todo(self.uids)
+            if not todo:  # what was left of it was expunged between attempts
+                yield _Batch(rng, [], rng.hi)
+                continue
+            parts = list(chunks(todo, self.run.batch_size))
+            for index, uids in enumerate(parts):
+                yield _Batch(rng, uids, rng.hi if index + 1 == len(parts) else uids[-1])
+
     def _give_back(self, link: _Link) -> bool:
         """Whether a borrowed connection should go back to the budget now."""
         if not link.borrowed:
@@ -320,54 +365,77 @@ class ParallelFirstSync:
         budget, slot = link.imap.session.budget, link.imap.session.slot
         return (budget is not None and budget.contended) or (slot is not None and slot.lost)
 
-    async def _fetch_range(
-        self, link: _Link, rng: sync_ranges.UidRange, result: dict[str, int]
-    ) -> bool:
-        """One range, batch by batch; False when the connection was given back."""
-        todo = rng.todo(self.uids)
-        if not todo:  # what was left of it was expunged between attempts
-            await self._write(link, rng, [], rng.hi, [], [], result)
-            return True
-        batches = list(chunks(todo, self.run.batch_size))
-        for index, uids in enumerate(batches):
-            self.ctx.checkpoint()
-            if self._give_back(link):
-                self.queue.append(rng)
-                self.queue.sort(key=lambda r: r.lo)
-                self.given_back += 1
-                log.info("%s: giving its IMAP connection back (a slot is wanted)", link.name)
-                return False
-            async with self.gate.batch() as generation:
-                assert link.fetcher is not None
-                if generation != link.generation:
-                    link.fetcher.dense = None
-                    link.generation = generation
-                raws, problems = await link.imap.call(
-                    self.run.mentions.fetch, self.fetch, link.fetcher, uids, link.condstore
-                )
-                if self.error is not None:
-                    raise _Stopped()
-                fetched, more = await self.run.parser.parse(raws, self.run.mentions.identity)
-                # UIDs of the range the server did not list do not exist: its
-                # last batch completes it.
-                done_uid = rng.hi if index + 1 == len(batches) else uids[-1]
-                await self._write(link, rng, uids, done_uid, fetched, problems + more, result)
-            link.batches += 1
-            await self.gate.maybe_yield()
-        return True
+    def _start_fetch(
+        self, link: _Link, batch: _Batch, generation: int
+    ) -> asyncio.Future[tuple[list[RawMessage], list[dict[str, Any]]]]:
+        assert link.fetcher is not None
+        if generation != link.generation:
+            link.fetcher.dense = None
+            link.generation = generation
+        if not batch.uids:
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(([], []))
+            return done
+        return asyncio.ensure_future(
+            link.imap.call(
+                self.run.mentions.fetch, self.fetch, link.fetcher, batch.uids, link.condstore
+            )
+        )
+
+    async def _fetch_ranges(self, link: _Link, result: dict[str, int]) -> None:
+        """Batch after batch on one connection, the next fetched while this one
+        is parsed and written (the connection's round trips overlap the work),
+        except when the fence is due: nothing read before a yield is written
+        after it. A fetch in flight is always awaited, never abandoned."""
+        batches = self._batches()
+        current = next(batches, None)
+        pending: asyncio.Future[Any] | None = None
+        try:
+            while current is not None:
+                if pending is None:
+                    self.ctx.checkpoint()
+                    if self._give_back(link):
+                        self._requeue(current.rng)
+                        self.given_back += 1
+                        log.info(
+                            "%s: giving its IMAP connection back (a slot is wanted)", link.name
+                        )
+                        return
+                    pending = self._start_fetch(link, current, await self.gate.enter())
+                raws, problems = await pending
+                pending = None
+                try:
+                    if self.error is not None:
+                        raise _Stopped()
+                    following = next(batches, None)
+                    if following is not None and not self._give_back(link):
+                        self.ctx.checkpoint()
+                        generation = self.gate.try_enter()
+                        if generation is not None:
+                            pending = self._start_fetch(link, following, generation)
+                    fetched, more = await self.run.parser.parse(raws, self.run.mentions.identity)
+                    await self._write(current, fetched, problems + more, result)
+                finally:
+                    await self.gate.leave()
+                link.batches += 1
+                current = following
+                if pending is None:
+                    await self.gate.maybe_yield()
+        finally:
+            if pending is not None:
+                with contextlib.suppress(BaseException):
+                    await pending
+                await self.gate.leave()
 
     async def _write(
         self,
-        link: _Link,
-        rng: sync_ranges.UidRange,
-        uids: Sequence[int],
-        done_uid: int,
+        batch: _Batch,
         fetched: Sequence[mirror.FetchedMessage],
         problems: list[dict[str, Any]],
         result: dict[str, int],
     ) -> None:
         """Rows, range progress, cursor and progress event: one fenced transaction."""
-        ctx = self.ctx
+        ctx, rng = self.ctx, batch.rng
         async with self.write_lock:
             if self.error is not None:
                 raise _Stopped()
@@ -375,15 +443,17 @@ class ParallelFirstSync:
             validity = self.state.uidvalidity
             async with ctx.store.fenced_transaction(ctx.lease) as conn:
                 await mirror.upsert_messages(conn, self.folder, validity, fetched)
-                cursor = await sync_ranges.advance(conn, self.folder, validity, rng.lo, done_uid)
-                if uids:
+                cursor = await sync_ranges.advance(
+                    conn, self.folder, validity, rng.lo, batch.done_uid
+                )
+                if batch.uids:
                     await self.run.record_batch(
                         conn,
                         self.folder,
-                        uids,
+                        batch.uids,
                         fetched,
                         problems,
                         result,
                         data={"range": [rng.lo, rng.hi], "cursor": cursor},
                     )
-            rng.done_uid = max(rng.done_uid, done_uid)
+            rng.done_uid = max(rng.done_uid, batch.done_uid)

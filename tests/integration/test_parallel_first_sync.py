@@ -21,12 +21,14 @@ import pytest
 
 from app.config import ImapAccount
 from app.demo.mailbox import generate_mailbox, seed_via_imap
-from app.jobs.models import Job, JobEvent, JobStatus
+from app.jobs.models import Job, JobEvent, JobStatus, JobType
 from app.jobs.store import JobStore
 from app.web.progress import Progress, fold_all, to_message
+from executor import folder_lock as fence_module
 from executor.handlers import sync as sync_handler
 from executor.imap_fetch import UidFetcher
 from tests.integration.test_connection_budget import ServerCount, slots_in_use
+from tests.integration.test_sync_freshness import approved
 from tests.support.executor_harness import (
     executor_settings,
     imap_connect,
@@ -206,6 +208,42 @@ async def test_cancel_during_a_parallel_first_sync_ends_cancelled_within_one_bat
         assert (await wait_for_job(store, again.job_id, timeout=120)).status is JobStatus.COMPLETED
     await assert_mirror_is_the_server(pool, imap_account)
     assert not set(fetched_uids(await events(store, again))) & set(mirror)
+
+
+async def test_changes_approved_during_a_split_first_sync_go_through_its_fence_yields(
+    store: JobStore, pool: Any, imap_account: ImapAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fence is yielded every 50 ms between whole batches of all connections:
+    mark_read jobs on messages anywhere in the folder finish while the sync
+    runs, and no connection writes a flag it read before a yield."""
+    monkeypatch.setattr(fence_module, "YIELD_AFTER_SECONDS", 0.05)
+    await asyncio.to_thread(seed_inbox, imap_account, 600)
+    client = imap_connect(imap_account)
+    try:
+        validity = int(client.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"])
+        uids = sorted(client.search("ALL"))
+    finally:
+        client.logout()
+    rng = random.Random(SEED)
+    async with running_executor(
+        str(pool.conninfo), imap_account, workers=2, settings=settings(sync_batch_size=5)
+    ):
+        sync = await store.enqueue("sync", {"folders": ["INBOX"]})
+        changes = []
+        for at in (20, 150, 300, 450):
+            await wait_for_job(store, sync.job_id, until=lambda j, at=at: j.processed >= at)
+            rows = [
+                {"folder": "INBOX", "uidvalidity": validity, "uid": u, "message_id": None}
+                | {"subject": ""}
+                for u in rng.sample(uids, 6)
+            ]
+            changes.append(await approved(store, JobType.MARK_READ, rows))
+            done = await wait_for_job(store, changes[-1].job_id, timeout=30)
+            assert done.status is JobStatus.COMPLETED, done.error
+        assert (await store.get(sync.job_id)).status is JobStatus.RUNNING  # type: ignore[union-attr]
+        final = await wait_for_job(store, sync.job_id, timeout=120)
+    assert final.status is JobStatus.COMPLETED, final.error
+    await assert_mirror_is_the_server(pool, imap_account)
 
 
 async def test_borrowed_connections_never_exceed_imap_max_connections(
