@@ -45,7 +45,7 @@ from imapclient.exceptions import IMAPClientError
 from executor import mirror_writes as mirror
 from executor import sync_ranges
 from executor.connection_budget import WORKER, Slot
-from executor.context import LeaseBoundImap
+from executor.context import JobContext, LeaseBoundImap
 from executor.folder_lock import FolderFence
 from executor.imap_fetch import UidFetcher, chunks
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
@@ -138,7 +138,7 @@ class _Batch:
 
 @dataclass
 class _Link:
-    """One connection of the pass."""
+    """One connection of a split pass: the worker's own or a borrowed one."""
 
     name: str
     imap: LeaseBoundImap
@@ -147,6 +147,74 @@ class _Link:
     condstore: bool = False
     generation: int = 0
     batches: int = 0
+    connecting: asyncio.Future[Any] | None = None  # a borrowed one opened ahead of need
+    dropped: bool = False  # closed (failed to open, given back): not used again
+
+
+class BorrowedConnections:
+    """The connections one sync job borrows for its split first syncs.
+
+    Taken from free worker slots of the budget (never waited for, up to
+    `sync_first_connections - 1`), opened as soon as the job sees a folder
+    worth splitting (so the logins overlap the work before it), kept from one
+    big folder to the next, and closed when the job ends, when one fails to
+    open, or when anyone waits for a slot (`ConnectionBudget.contended`).
+    """
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.links: list[_Link] = []
+        self._named = 0
+
+    @staticmethod
+    def worth_splitting(ctx: JobContext, batch_size: int, new_messages: int) -> bool:
+        """A first pass of this many new messages is split."""
+        return (
+            ctx.settings.sync_first_connections > 1
+            and new_messages >= MIN_SPLIT_BATCHES * batch_size
+        )
+
+    async def borrow(self) -> list[_Link]:
+        """The open (or opening) borrowed connections, topped up from free slots."""
+        ctx = self.ctx
+        own = ctx.imap.session
+        self.links = [link for link in self.links if not link.dropped]
+        while len(self.links) < ctx.settings.sync_first_connections - 1:
+            self._named += 1
+            name = f"{ctx.worker}:r{self._named}"
+            slot: Slot | None = None
+            if own.budget is not None:
+                if own.budget.contended:
+                    break
+                slot = await own.budget.try_acquire(name, WORKER)
+                if slot is None:
+                    break
+            session = ImapSession(own.account, timeout=own.timeout, name=name, budget=own.budget)
+            session.slot = slot  # taken here: connect() uses it instead of waiting
+            self.links.append(_Link(name, LeaseBoundImap(session, ctx), borrowed=True))
+        return list(self.links)
+
+    async def open_early(self) -> None:
+        """Borrow and start logging in now; the split pass finds them ready."""
+        for link in await self.borrow():
+            if link.connecting is None and link.imap.client is None:
+                link.connecting = asyncio.ensure_future(link.imap.ensure())
+
+    async def drop(self, link: _Link) -> None:
+        """Close a borrowed connection (waiting for its login, never abandoning
+        a thread on it) and give its slot back."""
+        link.dropped = True
+        if link.connecting is not None:
+            with contextlib.suppress(BaseException):
+                await link.connecting
+            link.connecting = None
+        with contextlib.suppress(Exception):
+            await link.imap.discard()
+
+    async def close(self) -> None:
+        for link in self.links:
+            await self.drop(link)
+        self.links = []
 
 
 class ParallelFirstSync:
@@ -205,26 +273,21 @@ class ParallelFirstSync:
             self.ranges = await sync_ranges.load(conn, self.folder, self.state.uidvalidity)
         if self.ranges:
             self.earlier = [dataclasses.replace(r) for r in self.ranges]
-        elif not self._worth_splitting(uids):
+        elif not BorrowedConnections.worth_splitting(ctx, self.run.batch_size, len(uids)):
             return uids
-        borrowed = await self._borrow()
-        try:
-            if not self.ranges:
-                if not borrowed:
-                    return uids  # nobody to share the work with: the serial pass does it
-                await self._record_split(uids, last_seen, len(borrowed) + 1)
-            top = self.ranges[-1].hi
-            tail = [u for u in uids if u > top]
-            self.queue = [r for r in self.ranges if not r.complete]
-            self.run.remaining[self.folder] = sum(len(r.todo(uids)) for r in self.queue) + len(tail)
-            own = _Link(ctx.worker, ctx.imap, borrowed=False, fetcher=self.fetcher)
-            own.condstore = ctx.imap.condstore
-            links = [own, *borrowed]
-            await asyncio.gather(*(self._work(link, result) for link in links))
-        finally:
-            for link in borrowed:  # each gives its slot back (again harmless)
-                with contextlib.suppress(Exception):
-                    await link.imap.discard()
+        borrowed = await self.run.borrowed.borrow()
+        if not self.ranges:
+            if not borrowed:
+                return uids  # nobody to share the work with: the serial pass does it
+            await self._record_split(uids, last_seen, len(borrowed) + 1)
+        top = self.ranges[-1].hi
+        tail = [u for u in uids if u > top]
+        self.queue = [r for r in self.ranges if not r.complete]
+        self.run.remaining[self.folder] = sum(len(r.todo(uids)) for r in self.queue) + len(tail)
+        own = _Link(ctx.worker, ctx.imap, borrowed=False, fetcher=self.fetcher)
+        own.condstore = ctx.imap.condstore
+        links = [own, *borrowed]
+        await asyncio.gather(*(self._work(link, result) for link in links))
         if self.gate.generation:
             self.fetcher.dense = None  # the serial pass goes on with it
         if self.error is not None:
@@ -233,12 +296,6 @@ class ParallelFirstSync:
         return tail
 
     # -- planning -------------------------------------------------------------------
-
-    def _worth_splitting(self, uids: Sequence[int]) -> bool:
-        return (
-            self.ctx.settings.sync_first_connections > 1
-            and len(uids) >= MIN_SPLIT_BATCHES * self.run.batch_size
-        )
 
     async def _record_split(self, uids: list[int], last_seen: int, connections: int) -> None:
         ctx = self.ctx
@@ -262,43 +319,14 @@ class ParallelFirstSync:
                 conn=conn,
             )
 
-    async def _borrow(self) -> list[_Link]:
-        """Connections (not yet open) in free worker slots of the budget, up to
-        the setting; never waited for. A link that is never used still gives
-        its slot back (`run_ranges`' finally)."""
-        ctx = self.ctx
-        own = ctx.imap.session
-        want = ctx.settings.sync_first_connections - 1
-        links: list[_Link] = []
-        try:
-            for index in range(1, want + 1):
-                name = f"{ctx.worker}:r{index}"
-                slot: Slot | None = None
-                if own.budget is not None:
-                    if own.budget.contended:
-                        break
-                    slot = await own.budget.try_acquire(name, WORKER)
-                    if slot is None:
-                        break
-                session = ImapSession(
-                    own.account, timeout=own.timeout, name=name, budget=own.budget
-                )
-                session.slot = slot  # taken here: connect() uses it instead of waiting
-                links.append(_Link(name, LeaseBoundImap(session, ctx), borrowed=True))
-        except BaseException:
-            for link in links:
-                with contextlib.suppress(Exception):
-                    await link.imap.discard()
-            raise
-        return links
-
     # -- the connections ----------------------------------------------------------------
 
     async def _work(self, link: _Link, result: dict[str, int]) -> None:
+        keep = False
         try:
             if link.borrowed and not await self._open(link):
                 return
-            await self._fetch_ranges(link, result)
+            keep = await self._fetch_ranges(link, result)
         except _Stopped:
             pass
         except BaseException as exc:
@@ -307,13 +335,16 @@ class ParallelFirstSync:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            if link.borrowed:
-                with contextlib.suppress(Exception):
-                    await link.imap.discard()  # logs out and gives the slot back
+            if link.borrowed and not keep:
+                await self.run.borrowed.drop(link)  # logs out and gives the slot back
 
     async def _open(self, link: _Link) -> bool:
-        """Connect and EXAMINE; a borrowed connection that fails is done without."""
+        """Connect (or finish logging in) and EXAMINE; a borrowed connection that
+        fails is done without."""
         try:
+            if link.connecting is not None:
+                connecting, link.connecting = link.connecting, None
+                await connecting
             client = await link.imap.ensure()
             state = await link.imap.call(self.examine, client, self.folder)
         except (ImapUnavailable, IMAPClientError, *CONNECTION_ERRORS) as exc:
@@ -334,6 +365,7 @@ class ParallelFirstSync:
             known_uids=self.uids if self.last_seen == 0 else None,
         )
         link.condstore = link.imap.condstore
+        link.generation = 0  # this folder's gate
         return True
 
     def _next_range(self) -> sync_ranges.UidRange | None:
@@ -382,7 +414,7 @@ class ParallelFirstSync:
             )
         )
 
-    async def _fetch_ranges(self, link: _Link, result: dict[str, int]) -> None:
+    async def _fetch_ranges(self, link: _Link, result: dict[str, int]) -> bool:
         """Batch after batch on one connection, the next fetched while this one
         is parsed and written (the connection's round trips overlap the work),
         except when the fence is due: nothing read before a yield is written
@@ -400,7 +432,7 @@ class ParallelFirstSync:
                         log.info(
                             "%s: giving its IMAP connection back (a slot is wanted)", link.name
                         )
-                        return
+                        return False
                     pending = self._start_fetch(link, current, await self.gate.enter())
                 raws, problems = await pending
                 pending = None
@@ -421,6 +453,7 @@ class ParallelFirstSync:
                 current = following
                 if pending is None:
                     await self.gate.maybe_yield()
+            return not self._give_back(link)
         finally:
             if pending is not None:
                 with contextlib.suppress(BaseException):

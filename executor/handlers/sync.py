@@ -35,7 +35,7 @@ from executor.imap_fetch import UidFetcher
 from executor.imap_session import leave_folder
 from executor.mentions import MentionCheck, enqueue_rescore_if_stale
 from executor.parsing import ParserPool, RawMessage
-from executor.sync_parallel import ParallelFirstSync
+from executor.sync_parallel import BorrowedConnections, ParallelFirstSync
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,8 @@ class SyncRun:
         self.parser = ctx.parser or ParserPool(0)
         # "Mentions you" is decided as messages are fetched (executor/mentions.py).
         self.mentions = MentionCheck.from_settings(ctx.settings)
+        # Connections a big folder's first pass borrows (executor/sync_parallel.py).
+        self.borrowed = BorrowedConnections(ctx)
 
     @property
     def total(self) -> int:
@@ -240,11 +242,20 @@ class SyncRun:
         )
 
         summary: dict[str, Any] = {"folders": {}, "problems": 0}
-        for folder in folders:
-            ctx.checkpoint()
-            summary["folders"][folder] = await self.sync_folder(
-                client, folder, cursors.get(folder), states[folder], condstore
-            )
+        try:
+            if any(
+                (cur is None or cur.uidvalidity != states[f].uidvalidity or cur.uidnext is None)
+                and BorrowedConnections.worth_splitting(ctx, self.batch_size, self.remaining[f])
+                for f, cur in ((f, cursors.get(f)) for f in folders)
+            ):
+                await self.borrowed.open_early()  # logins overlap the folders before
+            for folder in folders:
+                ctx.checkpoint()
+                summary["folders"][folder] = await self.sync_folder(
+                    client, folder, cursors.get(folder), states[folder], condstore
+                )
+        finally:
+            await self.borrowed.close()
         if requested is None:
             gone = [f for f in cursors if f not in on_server]
             if gone:
