@@ -211,6 +211,12 @@ class BorrowedConnections:
         with contextlib.suppress(Exception):
             await link.imap.discard()
 
+    async def give_back_if_wanted(self) -> None:
+        """Between folders: someone waits for a slot, so the idle ones go back."""
+        budget = self.ctx.imap.session.budget
+        if self.links and budget is not None and budget.contended:
+            await self.close()
+
     async def close(self) -> None:
         for link in self.links:
             await self.drop(link)

@@ -251,6 +251,7 @@ class SyncRun:
                 await self.borrowed.open_early()  # logins overlap the folders before
             for folder in folders:
                 ctx.checkpoint()
+                await self.borrowed.give_back_if_wanted()
                 summary["folders"][folder] = await self.sync_folder(
                     client, folder, cursors.get(folder), states[folder], condstore
                 )

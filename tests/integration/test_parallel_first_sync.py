@@ -250,8 +250,10 @@ async def test_borrowed_connections_never_exceed_imap_max_connections(
     store: JobStore, pool: Any, imap_account: ImapAccount, dovecot: Any
 ) -> None:
     """Budget 3: slot 3 is the watcher's, two for workers. Three workers, a split
-    first sync and small syncs of other folders compete for them."""
-    await asyncio.to_thread(seed_inbox, imap_account, 400)
+    first sync and small syncs of other folders compete for them: the borrowed
+    connection goes back as soon as a worker waits, so the small syncs do not
+    wait for the big one to end."""
+    await asyncio.to_thread(seed_inbox, imap_account, 1200)
     client = imap_connect(imap_account)
     try:
         for i in range(4):
@@ -261,7 +263,7 @@ async def test_borrowed_connections_never_exceed_imap_max_connections(
         client.logout()
     limit = 3
     db_samples: list[int] = []
-    config = settings(imap_max_connections=limit, live_mirror=True)
+    config = settings(imap_max_connections=limit, live_mirror=True, sync_batch_size=5)
     with ServerCount(dovecot, imap_account.username) as server:
         async with running_executor(str(pool.conninfo), imap_account, settings=config):
             first = await store.enqueue("sync", {"folders": ["INBOX"]})
@@ -280,6 +282,14 @@ async def test_borrowed_connections_never_exceed_imap_max_connections(
     assert max(db_samples) <= limit, db_samples
     assert server.samples and max(server.samples) <= limit, server.samples
     assert await mirror_state(pool) == await asyncio.to_thread(server_state, imap_account)
+    split = [e for e in await events(store, first) if e.data.get("phase") == "split"]
+    assert split and split[0].data["connections"] == 2
+    big = await store.get(first.job_id)
+    small = [await store.get(j.job_id) for j in others]
+    assert big is not None and big.finished_at is not None
+    assert any(j is not None and j.finished_at < big.finished_at for j in small), (
+        "a worker waiting for a slot got the borrowed one before the big sync ended"
+    )
 
 
 # -- kill -9 -------------------------------------------------------------------------
