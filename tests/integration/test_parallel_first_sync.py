@@ -10,9 +10,6 @@ import asyncio
 import dataclasses
 import os
 import random
-import signal
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,8 @@ from app.web.progress import Progress, fold_all, to_message
 from executor import folder_lock as fence_module
 from executor.handlers import sync as sync_handler
 from executor.imap_fetch import UidFetcher
-from tests.integration.test_connection_budget import ServerCount, slots_in_use
+from tests.integration.test_connection_budget import ServerCount, finish_all_counting_slots
+from tests.integration.test_mutation_chaos import Executors
 from tests.integration.test_sync_freshness import approved
 from tests.support.executor_harness import (
     executor_settings,
@@ -39,7 +37,6 @@ from tests.support.executor_harness import (
 )
 from tests.support.figures import report
 
-REPO = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("PIPER_CHAOS_SEED", "20261205"))
 BATCH = 10
 
@@ -262,23 +259,15 @@ async def test_borrowed_connections_never_exceed_imap_max_connections(
     finally:
         client.logout()
     limit = 3
-    db_samples: list[int] = []
     config = settings(imap_max_connections=limit, live_mirror=True, sync_batch_size=5)
     with ServerCount(dovecot, imap_account.username) as server:
         async with running_executor(str(pool.conninfo), imap_account, settings=config):
             first = await store.enqueue("sync", {"folders": ["INBOX"]})
             await wait_for_job(store, first.job_id, until=lambda j: j.processed >= 20)
             others = [await store.enqueue("sync", {"folders": [f"Other{i}"]}) for i in range(4)]
-            pending = {j.job_id for j in [first, *others]}
-            while pending:
-                db_samples.append(len(await slots_in_use(pool, imap_account)))
-                for job_id in list(pending):
-                    job = await store.get(job_id)
-                    assert job is not None
-                    if job.status.is_terminal:
-                        assert job.status is JobStatus.COMPLETED, job.error
-                        pending.discard(job_id)
-                await asyncio.sleep(0.05)
+            db_samples = await finish_all_counting_slots(
+                store, pool, imap_account, [first, *others]
+            )
     assert max(db_samples) <= limit, db_samples
     assert server.samples and max(server.samples) <= limit, server.samples
     assert await mirror_state(pool) == await asyncio.to_thread(server_state, imap_account)
@@ -295,60 +284,20 @@ async def test_borrowed_connections_never_exceed_imap_max_connections(
 # -- kill -9 -------------------------------------------------------------------------
 
 
-class ExecutorProcesses:
-    """`python -m executor` processes for the kill -9 test; none outlives it."""
-
-    def __init__(self, database_url: str, account: ImapAccount, log: Path) -> None:
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "IMAP_HOST": account.host,
-            "IMAP_PORT": str(account.port),
-            "IMAP_USERNAME": account.username,
-            "IMAP_PASSWORD": account.password,
-            "IMAP_SSL": "false",
-            "SECRETARY_LEASE_SECONDS": "2",
-            "SECRETARY_POLL_SECONDS": "0.1",
-            "SECRETARY_PARSE_PROCESSES": "0",
-            "SECRETARY_SYNC_BATCH_SIZE": str(BATCH),
-            "SECRETARY_SYNC_FIRST_CONNECTIONS": "3",
-            "SECRETARY_LIVE_MIRROR": "false",
-            # Killed executors' slots count until their leases expire.
-            "IMAP_MAX_CONNECTIONS": "100",
-            "SECRETARY_CONFIG": str(log.parent / "no-config.yaml"),
-        }
-        self.log = log
-        self.live: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "executor", "--workers", "1", "--log-level", "WARNING"],
-                cwd=REPO,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.live.append(proc)
-        return proc
-
-    def kill(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        self.live.remove(proc)
-
-    def close(self) -> None:
-        for proc in list(self.live):
-            self.kill(proc)
-
-
 async def test_kill_9_at_random_points_of_a_parallel_first_sync_then_the_mirror_equals_the_server(
     store: JobStore, pool: Any, imap_account: ImapAccount, tmp_path: Path
 ) -> None:
     await asyncio.to_thread(seed_inbox, imap_account, 700, gaps=30)
     rng = random.Random(SEED)
-    procs = ExecutorProcesses(str(pool.conninfo), imap_account, tmp_path / "executor.log")
+    procs = Executors(str(pool.conninfo), imap_account, tmp_path / "executor.log")
+    procs.job_types = "sync"
+    procs.env.update(
+        {
+            "SECRETARY_SYNC_BATCH_SIZE": str(BATCH),
+            "SECRETARY_SYNC_FIRST_CONNECTIONS": "3",
+            "SECRETARY_LIVE_MIRROR": "false",
+        }
+    )
     job = await store.enqueue("sync", {"folders": ["INBOX"]}, max_attempts=50)
     killed_at: list[int] = []
     try:
@@ -391,7 +340,7 @@ async def test_kill_9_at_random_points_of_a_parallel_first_sync_then_the_mirror_
         done = await wait_for_job(store, job.job_id, timeout=120)
     finally:
         procs.close()
-    assert done.status is JobStatus.COMPLETED, (done.error, procs.log.read_text()[-3000:])
+    assert done.status is JobStatus.COMPLETED, (done.error, procs.tail())
     await assert_mirror_is_the_server(pool, imap_account)
     evs = await events(store, job)
     assert len([e for e in evs if e.data.get("phase") == "split"]) == 1
