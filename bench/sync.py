@@ -29,6 +29,7 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -156,6 +157,31 @@ async def run_sync(
     return first, resync, done.processed
 
 
+class PeakRss:
+    """Samples this process's resident memory (the executor runs in it) every
+    50 ms while syncs run: what a first sync of this size costs in memory."""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def rtt_figures(args: argparse.Namespace) -> None:
     """1 connection vs `--connections` for a first sync at `--rtt` ms of round trip."""
     home = Path(tempfile.mkdtemp(prefix="pbh-", dir="/tmp"))
@@ -163,8 +189,9 @@ def rtt_figures(args: argparse.Namespace) -> None:
     try:
         with DovecotServer(mail_home=home) as server:
             n_big = round(args.messages * args.big_share)
-            msgs = generate_mailbox(args.messages - n_big) + big_messages(n_big)
-            write_maildir(server.maildir, msgs)
+            count = write_maildir(
+                server.maildir, generate_mailbox(args.messages - n_big) + big_messages(n_big)
+            )
             direct = ImapAccount(server.host, server.port, server.username, server.password, False)
             raw_fetch(direct, args.batch)  # Dovecot builds its indexes here, not in a timing
             with DelayProxy(server.host, server.port, args.rtt) as proxy:
@@ -173,25 +200,32 @@ def rtt_figures(args: argparse.Namespace) -> None:
                 n_raw = raw_fetch(far, args.batch)
                 raw_s = time.perf_counter() - t0
                 best: dict[int, float] = {}
-                for _ in range(args.rounds):
-                    for conns in (1, args.connections):
-                        with factory.database() as url:
-                            s, _, n = asyncio.run(run_sync(url, far, args.batch, connections=conns))
-                        assert n == len(msgs), (n, len(msgs))
-                        best[conns] = min(best.get(conns, float("inf")), s)
+                with PeakRss() as rss:
+                    for _ in range(args.rounds):
+                        for conns in (1, args.connections):
+                            with factory.database() as url:
+                                s, _, n = asyncio.run(
+                                    run_sync(url, far, args.batch, connections=conns)
+                                )
+                            assert n == count, (n, count)
+                            best[conns] = min(best.get(conns, float("inf")), s)
         one, many = best[1], best[args.connections]
         print(
-            f"first sync of {len(msgs)} messages at {args.rtt:g} ms round trip (best of {args.rounds}):"
+            f"first sync of {count} messages at {args.rtt:g} ms round trip (best of {args.rounds}):"
         )
         print(
             f"raw imapclient fetch : 1 connection  {raw_s:6.2f}s = {n_raw / raw_s:,.0f} msgs/s (reference)"
         )
-        print(f"sync job             : 1 connection  {one:6.2f}s = {len(msgs) / one:,.0f} msgs/s")
+        print(f"sync job             : 1 connection  {one:6.2f}s = {count / one:,.0f} msgs/s")
         print(
             f"sync job             : {args.connections} connections {many:6.2f}s "
-            f"= {len(msgs) / many:,.0f} msgs/s"
+            f"= {count / many:,.0f} msgs/s"
         )
         print(f"ratio {args.connections}/1 connections : {one / many:.2f}x  (aim >= 2.5x at 40 ms)")
+        print(
+            f"executor peak RSS    : {rss.peak_kb / 1024:.0f} MB (this process, which runs the "
+            "executor; parse workers apart)"
+        )
     finally:
         factory.close()
         shutil.rmtree(home, ignore_errors=True)
