@@ -190,6 +190,16 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from app.graph.chat_model import missing_extra
+
+    extra = missing_extra(settings.chat_model)
+    if extra:  # ./scripts/run.sh installs it; a bare `secretary run` says how
+        print(
+            f"error: SECRETARY_CHAT_MODEL={settings.chat_model!r} needs its provider: "
+            f"run ./scripts/run.sh, or .venv/bin/pip install -e '.[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     conninfo = _conninfo(settings)
     migrate(conninfo)
     # The web process learns its bind address, so it serves that name too.
@@ -208,12 +218,18 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             + (f", seeded {seeded} messages" if seeded else ""),
             flush=True,
         )
+        print(
+            "to use your own Gmail, Workspace or Microsoft 365 mailbox: README, "
+            "'Connect a real account' (`secretary auth google` / `secretary auth microsoft`)",
+            flush=True,
+        )
         env.update(
             IMAP_HOST=account.host,
             IMAP_PORT=str(account.port),
             IMAP_USERNAME=account.username,
             IMAP_PASSWORD=account.password,
             IMAP_SSL="false",
+            IMAP_AUTH="password",  # the demo Dovecot takes LOGIN, whatever else is set
         )
     procs = [
         subprocess.Popen(
@@ -308,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=3)
     run.add_argument("--demo-messages", type=int, default=300)
     run.set_defaults(fn=cmd_run)
+
+    from app.oauth2.commands import add_auth_parser
+
+    add_auth_parser(sub)
     return parser
 
 

@@ -18,14 +18,16 @@ import zoneinfo
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.oauth2.providers import resolve_token_url
 
 DEMO_IDENTITY_EMAIL = "alex.roy@example.com"
 DEMO_IDENTITY_NAME = "Alex Roy"
@@ -49,13 +51,39 @@ class SettingsError(ValueError):
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+def _token_url(value: str | None) -> str | None:
+    return None if value is None or not value.strip() else resolve_token_url(value)
+
+
 @dataclass(frozen=True)
 class ImapAccount:
+    """One IMAP account and how to sign in to it (SPEC §3, §9).
+
+    Secrets never show in `repr`: the password is left out of it and the OAuth2
+    values are SecretStr (plain strings given directly are wrapped).
+    """
+
     host: Annotated[str, Field(min_length=1)]
     port: Port
     username: str
-    password: str
+    password: str = field(repr=False)
     ssl: bool
+    # `password`: LOGIN. `xoauth2`: AUTHENTICATE XOAUTH2 with an access token,
+    # from IMAP_OAUTH2_ACCESS_TOKEN as given, or refreshed from a refresh token
+    # (IMAP_OAUTH2_REFRESH_TOKEN, else the one `secretary auth` stored).
+    auth: Literal["password", "xoauth2"] = "password"
+    oauth2_client_id: str = ""
+    oauth2_client_secret: SecretStr | None = None
+    oauth2_refresh_token: SecretStr | None = None
+    # A URL or a preset (`google`, `microsoft`); None: the stored sign-in's, else Google's.
+    oauth2_token_url: Annotated[str | None, AfterValidator(_token_url)] = None
+    oauth2_access_token: SecretStr | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("oauth2_client_secret", "oauth2_refresh_token", "oauth2_access_token"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, SecretStr(value) if value else None)
 
 
 def _default_parse_processes() -> int:
@@ -70,6 +98,12 @@ IMAP_ENV = {
     "username": "IMAP_USERNAME",
     "password": "IMAP_PASSWORD",
     "ssl": "IMAP_SSL",
+    "auth": "IMAP_AUTH",
+    "oauth2_client_id": "IMAP_OAUTH2_CLIENT_ID",
+    "oauth2_client_secret": "IMAP_OAUTH2_CLIENT_SECRET",
+    "oauth2_refresh_token": "IMAP_OAUTH2_REFRESH_TOKEN",
+    "oauth2_token_url": "IMAP_OAUTH2_TOKEN_URL",
+    "oauth2_access_token": "IMAP_OAUTH2_ACCESS_TOKEN",
 }
 
 
@@ -93,7 +127,8 @@ def _split_list(value: Any) -> Any:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
-    database_url: str | None = None
+    # Secrets (a URL may carry a password) stay out of repr.
+    database_url: str | None = Field(default=None, repr=False)
     data_dir: Path = Path(".data")
     imap: ImapAccount | None = None
     identity_email: str = DEMO_IDENTITY_EMAIL
@@ -101,7 +136,7 @@ class Settings(BaseSettings):
     identity_aliases: tuple[str, ...] = DEMO_IDENTITY_ALIASES
     web_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
     web_port: Port = 8000
-    web_token: str | None = None
+    web_token: str | None = Field(default=None, repr=False)
     # A file holding the web token (Docker-secret style); created with a fresh
     # token, readable by its owner only, when missing. See app/web/security.py.
     web_token_file: Path | None = None
@@ -120,6 +155,9 @@ class Settings(BaseSettings):
     imap_max_connections: Annotated[int, Field(ge=1)] = 5
     sync_interval: Annotated[float, Field(gt=0)] = 300.0
     live_mirror: bool = True
+    # Gmail (SPEC §9): INBOX and Sent are mirrored; these labels (folders) too.
+    # Other servers mirror every folder but Trash, Junk and All Mail anyway.
+    sync_folders: tuple[str, ...] = ()
     # Bounded growth (executor/cleaner.py): finished read-only jobs and their
     # events are deleted this many days after they finished (mutation jobs are
     # kept with their approval and change record; only their events go), checked
@@ -130,15 +168,19 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: Annotated[float, Field(gt=0)] = 15.0
     sse_poll_seconds: Annotated[float, Field(gt=0)] = 1.0
     chat_model: str | None = None
+    # A chat model request's timeout (seconds) and how often the provider's client
+    # retries a 429, timeout or 5xx (exponential backoff) before the chat says so.
+    chat_timeout: Annotated[float, Field(gt=0)] = 60.0
+    chat_max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     timezone: str = "UTC"
-    extra: Mapping[str, Any] = Field(default_factory=dict)
+    extra: Mapping[str, Any] = Field(default_factory=dict, repr=False)  # raw config.yaml
 
     @property
     def demo_mode(self) -> bool:
         """No account configured: run against the private demo Dovecot."""
         return self.imap is None
 
-    @field_validator("identity_aliases", "web_hosts", mode="before")
+    @field_validator("identity_aliases", "web_hosts", "sync_folders", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_list(value)

@@ -6,7 +6,8 @@
 Prints messages/s for (a) a raw imapclient FETCH of every message with the
 same items the sync asks for, and (b) a full `sync` job run by a real
 executor into a real Postgres, their ratio, and the time of a re-sync of the
-unchanged mailbox.
+unchanged mailbox, and the bytes the first sync downloads per message (SPEC §9:
+at most 16 KB on average) against whole messages and the former 64 KiB prefix.
 
 It also prices the "mentions you" check (executor/mentions.py): the same sync
 with the check off and on, each into a fresh database, in the same run, plus
@@ -135,8 +136,9 @@ async def run_sync(
     *,
     check: bool = True,
     connections: int | None = None,
-) -> tuple[float, float, int]:
-    """(first sync s, re-sync s, messages); `connections` caps a split first sync."""
+) -> tuple[float, float, int, int]:
+    """(first sync s, re-sync s, messages, bytes the first sync downloaded);
+    `connections` caps a split first sync (the product's setting when None)."""
     mentions.ENABLED = check  # read when each sync job starts, in this process
     pool = await open_pool(database_url)
     store = JobStore(pool)
@@ -153,8 +155,10 @@ async def run_sync(
         again = await store.enqueue("sync")
         redo = await wait_for_job(store, again.job_id, timeout=60)
         resync = (redo.finished_at - redo.started_at).total_seconds()  # type: ignore[operator]
+        events = await store.events_after(job.job_id, 0)
+        fetched = int(events[-1].data["summary"]["bytes_fetched"])
     await pool.close()
-    return first, resync, done.processed
+    return first, resync, done.processed, fetched
 
 
 class PeakRss:
@@ -204,7 +208,7 @@ def rtt_figures(args: argparse.Namespace) -> None:
                     for _ in range(args.rounds):
                         for conns in (1, args.connections):
                             with factory.database() as url:
-                                s, _, n = asyncio.run(
+                                s, _, n, _b = asyncio.run(
                                     run_sync(url, far, args.batch, connections=conns)
                                 )
                             assert n == count, (n, count)
@@ -274,10 +278,10 @@ def main() -> None:
             off_s = sync_s = resync_s = float("inf")
             for _ in range(args.rounds):
                 with factory.database() as url:
-                    s, _, n_off = asyncio.run(run_sync(url, account, args.batch, check=False))
+                    s, _, n_off, _b = asyncio.run(run_sync(url, account, args.batch, check=False))
                     off_s = min(off_s, s)
                 with factory.database() as url:
-                    s, r, n_sync = asyncio.run(run_sync(url, account, args.batch))
+                    s, r, n_sync, fetched = asyncio.run(run_sync(url, account, args.batch))
                     sync_s, resync_s = min(sync_s, s), min(resync_s, r)
         raws = [m.raw for m in msgs]
         parse_off, parse_on = parse_cost(raws, None), parse_cost(raws, me)
@@ -298,6 +302,14 @@ def main() -> None:
         print(
             f"parse per message    : {parse_off:.0f} us without the check, "
             f"{parse_on:.0f} us with it (one process)"
+        )
+        whole = sum(len(r) for r in raws) / len(raws)
+        old_prefix = sum(min(len(r), 65536) for r in raws) / len(raws)
+        print(
+            f"bytes per message    : {fetched / n_sync / 1024:.1f} KiB fetched by the first sync "
+            f"(header + {BODY_PREFIX_BYTES // 1024} KiB body prefix; budget 16 KiB), "
+            f"{old_prefix / 1024:.1f} KiB with the former 64 KiB prefix "
+            f"({fetched / n_sync / old_prefix:.2f}x), {whole / 1024:.1f} KiB whole messages"
         )
         if n_cut:
             print(

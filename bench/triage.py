@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -35,20 +34,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.config import Settings  # noqa: E402
 from app.db.pool import open_pool  # noqa: E402
 from app.graph.deps import GraphDeps  # noqa: E402
-from app.graph.triage_tools import make_triage_tools  # noqa: E402
+from app.graph.tools.triage import make_triage_tools  # noqa: E402
 from app.jobs.store import JobStore  # noqa: E402
 from app.mail import mirror_reads  # noqa: E402
 from app.mail.clean import assess_for_clean  # noqa: E402
 from app.mail.triage import is_today, is_zoom, triage  # noqa: E402
 from tests.support import big_mirror  # noqa: E402
 from tests.support.databases import DatabaseFactory, admin_url  # noqa: E402
+from tests.support.tools import artifact  # noqa: E402
 
 TZ = "America/New_York"
 TICK = 0.005
 
 
 # ---------------------------------------------------------------- the old code path
-# Verbatim in substance from app/graph/triage_tools.py before issue 10.
+# Verbatim in substance from app/graph/triage_tools.py (now app/graph/tools/triage.py)
+# before issue 10.
 
 
 async def old_rank(deps: GraphDeps, *, category: str | None, n: int, filters: list[str]) -> list:
@@ -138,7 +139,7 @@ async def run(url: str, messages: int, repeat: int) -> None:
     quick_clean_inbox, top_by_confidence = make_triage_tools(deps)
 
     def tool(t: Any, args: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
-        return lambda: t.ainvoke(args)
+        return lambda: artifact(t, **args)
 
     cases = [
         (
@@ -182,7 +183,7 @@ async def run(url: str, messages: int, repeat: int) -> None:
             f"{name:38} {n50:7.1f}ms {n99:7.1f}ms {nl:7.1f}ms"
             f" | {o50:7.0f}ms {o99:7.0f}ms {ol:7.0f}ms | {o50 / max(n50, 0.01):7.0f}x"
         )
-        out = json.loads(n_out)
+        out = n_out
         got = len(out.get("results", out.get("candidates", [])))
         assert got, f"{name}: no results"
     print(

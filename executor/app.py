@@ -25,6 +25,7 @@ from executor.cleaner import Cleaner
 from executor.connection_budget import WATCHER, BudgetKeeper, ConnectionBudget, account_key
 from executor.context import JobContext
 from executor.handlers import Handler
+from executor.imap_auth import ImapSignIn
 from executor.imap_session import ImapSession
 from executor.parsing import ParserPool
 from executor.services import LeaseRenewer, Listener, Reaper, Service
@@ -67,11 +68,15 @@ class Executor:
             lease_seconds=settings.lease_seconds,
             process=instance,
         )
+        # One sign-in for every connection of this process: one access token, one refresh.
+        self.sign_in = ImapSignIn(account, settings.data_dir)
         self.slots = [
             WorkerSlot(
                 i,
                 f"{instance}:w{i}",
-                ImapSession(account, name=f"{instance}:w{i}", budget=self.budget),
+                ImapSession(
+                    account, name=f"{instance}:w{i}", budget=self.budget, sign_in=self.sign_in
+                ),
             )
             for i in range(workers)
         ]
@@ -79,7 +84,12 @@ class Executor:
         # The watcher's own connection, in the budget's watcher slot (never
         # waited for: the slot is free unless another executor's watcher holds it).
         self.watch_session = ImapSession(
-            account, name=f"{instance}:watch", budget=self.budget, purpose=WATCHER, slot_wait=0
+            account,
+            name=f"{instance}:watch",
+            budget=self.budget,
+            purpose=WATCHER,
+            slot_wait=0,
+            sign_in=self.sign_in,
         )
         self.watcher: InboxWatcher | None = None  # made by run(), when the live mirror is on
         self.sweeper: Sweeper | None = None

@@ -38,10 +38,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import imapclient
+from imapclient.exceptions import IMAPClientError
 
 from app.config import ImapAccount, Settings
 from app.jobs.models import Job, Lease, LeaseLost
 from app.jobs.store import JobStore
+from executor import throttle
 from executor.imap_session import ImapSession
 from executor.parsing import ParserPool
 
@@ -231,7 +233,16 @@ class LeaseBoundImap:
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         self._ctx.check_lease(hard=True)  # before the coroutine exists: nothing left unawaited
         name = getattr(fn, "__name__", "call")
-        return await self._bounded(self._session.call(fn, *args, **kwargs), name)
+        try:
+            return await self._bounded(self._session.call(fn, *args, **kwargs), name)
+        except IMAPClientError as exc:
+            # Gmail's bandwidth / connection limits: the worker hands the job
+            # back to wait (executor/throttle.py) instead of failing it.
+            kind = throttle.classify(exc, gmail=self._session.is_gmail)
+            if kind is None:
+                raise
+            await self._session.discard()
+            raise throttle.ServerThrottled(kind, str(exc)) from exc
 
     async def leave_folder(self) -> None:
         if self._session.client is None:

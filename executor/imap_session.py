@@ -1,7 +1,9 @@
 """One worker's IMAP connection: connect with backoff, run calls off the event loop.
 
 imapclient is synchronous, so every call goes through `asyncio.to_thread`; a
-worker never shares its connection, so calls never interleave.
+worker never shares its connection, so calls never interleave. Signing in is
+executor/imap_auth.py's job (password or XOAUTH2); sessions of one process
+share one `ImapSignIn`, so they share its access token.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from app.config import ImapAccount
+from executor import throttle
+from executor.imap_auth import ImapSignIn, SignInRequired, TokenUnavailable
 
 if TYPE_CHECKING:
     from executor.connection_budget import ConnectionBudget, Slot
@@ -53,11 +57,14 @@ class ImapSession:
         budget: ConnectionBudget | None = None,
         purpose: str = "worker",
         slot_wait: float | None = None,
+        sign_in: ImapSignIn | None = None,
     ) -> None:
         """With a `budget`, a connection opens only in a slot of the account's
         connection budget (executor/connection_budget.py), waiting up to
-        `slot_wait` seconds (the budget's default when None) for one."""
+        `slot_wait` seconds (the budget's default when None) for one.
+        `sign_in` is shared by the process's sessions (a fresh one otherwise)."""
         self.account = account
+        self.sign_in = sign_in or ImapSignIn(account)
         self.timeout = timeout
         self.name = name
         self.client: imapclient.IMAPClient | None = None
@@ -74,7 +81,11 @@ class ImapSession:
             self.account.host, port=self.account.port, ssl=self.account.ssl, timeout=self.timeout
         )
         client.normalise_times = False  # keep INTERNALDATE time zones
-        client.login(self.account.username, self.account.password)
+        try:
+            self.sign_in.login(client)
+        except BaseException:
+            _quiet_logout(client)
+            raise
         caps = {
             c.decode().upper() if isinstance(c, bytes) else str(c).upper()
             for c in client.capabilities()
@@ -118,16 +129,23 @@ class ImapSession:
 
     async def _connect(self, attempts: int, first_delay: float) -> None:
         delay = first_delay
+        error: BaseException | None = None
         for attempt in range(1, attempts + 1):
             try:
                 self.client = await asyncio.to_thread(self._connect_blocking)
                 return
+            except SignInRequired:
+                raise  # only a new sign-in helps: no retry
+            except TokenUnavailable as exc:
+                error = exc
             except IMAPClientError as exc:
+                if (kind := throttle.classify(exc)) is not None:  # Gmail's limits: no quick retry
+                    raise throttle.ServerThrottled(kind, str(exc)) from exc
                 if "auth" in str(exc).lower() or "login" in str(exc).lower():
                     raise ImapUnavailable(
                         f"IMAP login failed for {self.account.username}: {exc}"
                     ) from exc
-                error: BaseException = exc
+                error = exc
             except CONNECTION_ERRORS as exc:
                 error = exc
             log.warning("%s: connect attempt %d failed: %s", self.name, attempt, error)

@@ -47,6 +47,10 @@ class FetchedMessage:
     # Triage and /clean verdict computed at parse time (app/mail/scores.py);
     # None: not scored (no identity), which the row stores as stale.
     scores: Scores | None = None
+    # Gmail mode: the message's X-GM-MSGID, X-GM-THRID and X-GM-LABELS (None elsewhere).
+    gm_msgid: int | None = None
+    gm_thrid: int | None = None
+    gm_labels: tuple[str, ...] | None = None
 
 
 def labels_from_flags(flags: Iterable[str], gmail_labels: Iterable[str] = ()) -> list[str]:
@@ -96,12 +100,24 @@ async def folder_flags(
     return {r["uid"]: tuple(r["flags"]) for r in await cur.fetchall()}
 
 
+async def folder_state(
+    conn: AsyncConnection[Any], folder: str, uidvalidity: int
+) -> dict[int, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """uid → (flags, labels) of a folder's rows (Gmail: labels change on their own)."""
+    cur = await conn.execute(query("folder_state"), {"folder": folder, "uidvalidity": uidvalidity})
+    return {r["uid"]: (tuple(r["flags"]), tuple(r["labels"])) for r in await cur.fetchall()}
+
+
 async def update_flags(
     conn: AsyncConnection[Any],
     folder: str,
     uidvalidity: int,
     changes: Mapping[int, tuple[tuple[str, ...], int | None]],
+    *,
+    labels: Mapping[int, Sequence[str]] | None = None,
 ) -> None:
+    """New flags of some rows. A Gmail row's labels are its X-GM-LABELS: they
+    change only when `labels` names them; elsewhere labels are the keywords."""
     rows = [
         {
             "folder": folder,
@@ -109,6 +125,7 @@ async def update_flags(
             "uid": uid,
             "flags": list(flags),
             "labels": labels_from_flags(flags),
+            "gm_labels": list(labels[uid]) if labels is not None and uid in labels else None,
             "modseq": modseq,
         }
         for uid, (flags, modseq) in changes.items()
@@ -170,7 +187,9 @@ def _row(folder: str, uidvalidity: int, m: FetchedMessage) -> dict[str, Any]:
         "date": p.date,
         "internal_date": m.internal_date,
         "flags": list(m.flags),
-        "labels": labels_from_flags(m.flags),
+        "labels": list(m.gm_labels) if m.gm_labels is not None else labels_from_flags(m.flags),
+        "gm_msgid": m.gm_msgid,
+        "gm_thrid": m.gm_thrid,
         "body_excerpt": p.body_excerpt,
         "list_unsubscribe": p.list_unsubscribe,
         "list_id": p.list_id,
@@ -302,3 +321,32 @@ async def update_scores(
     if rows:
         async with conn.cursor() as cur:
             await cur.executemany(query("update_scores"), rows)
+
+
+async def relabel_gmail(
+    conn: AsyncConnection[Any],
+    changes: Sequence[tuple[int, Sequence[str], Sequence[str]]],
+    gone_from: Mapping[int, Sequence[str]],
+) -> None:
+    """Gmail: after a label change, every mirrored copy of each message
+    (X-GM-MSGID, flags, labels) gets the new flags and labels, and the copies
+    in folders whose label was removed go (Gmail takes the message out of that
+    folder: removing `\\Inbox` ends its INBOX UID)."""
+    new = {msgid: (tuple(flags), list(labels)) for msgid, flags, labels in changes}
+    if new:
+        cur = await conn.execute(query("gmail_copies"), {"gm_msgids": list(new)})
+        copies: dict[tuple[str, int], dict[int, int]] = {}
+        for r in await cur.fetchall():
+            copies.setdefault((r["folder"], r["uidvalidity"]), {})[r["uid"]] = int(r["gm_msgid"])
+        for (folder, uidvalidity), uids in copies.items():
+            await update_flags(
+                conn,
+                folder,
+                uidvalidity,
+                {uid: (new[m][0], None) for uid, m in uids.items()},
+                labels={uid: new[m][1] for uid, m in uids.items()},
+            )
+    drops = [{"gm_msgid": m, "folders": list(f)} for m, f in gone_from.items() if f]
+    if drops:
+        async with conn.cursor() as cur:
+            await cur.executemany(query("gmail_drop_copies"), drops)

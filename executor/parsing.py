@@ -41,6 +41,10 @@ class RawMessage:
     # The server's `SEARCH BODY` verdict for the person's name and addresses,
     # asked only for truncated messages; None = not asked, or the server failed.
     server_mentions: bool | None = None
+    # Gmail mode (executor/gmail.py): X-GM-MSGID, X-GM-THRID, X-GM-LABELS; None elsewhere.
+    gm_msgid: int | None = None
+    gm_thrid: int | None = None
+    gm_labels: tuple[str, ...] | None = None
 
     @property
     def truncated(self) -> bool:
@@ -89,6 +93,9 @@ def parse_raw(
                     if identity is not None
                     else None
                 ),
+                gm_msgid=raw.gm_msgid,
+                gm_thrid=raw.gm_thrid,
+                gm_labels=raw.gm_labels,
             )
         )
         if parsed.problems:

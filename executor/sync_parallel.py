@@ -43,7 +43,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientError
 
 from executor import mirror_writes as mirror
-from executor import sync_ranges
+from executor import sync_ranges, throttle
 from executor.connection_budget import WORKER, Slot
 from executor.context import JobContext, LeaseBoundImap
 from executor.folder_lock import FolderFence
@@ -189,7 +189,13 @@ class BorrowedConnections:
                 slot = await own.budget.try_acquire(name, WORKER)
                 if slot is None:
                     break
-            session = ImapSession(own.account, timeout=own.timeout, name=name, budget=own.budget)
+            session = ImapSession(
+                own.account,
+                timeout=own.timeout,
+                name=name,
+                budget=own.budget,
+                sign_in=own.sign_in,  # the process's one sign-in (shared tokens)
+            )
             session.slot = slot  # taken here: connect() uses it instead of waiting
             self.links.append(_Link(name, LeaseBoundImap(session, ctx), borrowed=True))
         return list(self.links)
@@ -353,7 +359,14 @@ class ParallelFirstSync:
                 await connecting
             client = await link.imap.ensure()
             state = await link.imap.call(self.examine, client, self.folder)
-        except (ImapUnavailable, IMAPClientError, *CONNECTION_ERRORS) as exc:
+        except (
+            ImapUnavailable,
+            IMAPClientError,
+            *CONNECTION_ERRORS,
+            throttle.ServerThrottled,
+        ) as exc:
+            if isinstance(exc, throttle.ServerThrottled) and exc.kind != throttle.CONNECTIONS:
+                raise  # a bandwidth limit: the whole job backs off (executor/throttle.py)
             log.warning(
                 "job_id=%s %s: could not open a connection for the split sync of %s: %s",
                 self.ctx.job.job_id,
@@ -416,7 +429,12 @@ class ParallelFirstSync:
             return done
         return asyncio.ensure_future(
             link.imap.call(
-                self.run.mentions.fetch, self.fetch, link.fetcher, batch.uids, link.condstore
+                self.run.mentions.fetch,
+                self.fetch,
+                link.fetcher,
+                batch.uids,
+                link.condstore,
+                self.run.gmail,
             )
         )
 
@@ -442,6 +460,8 @@ class ParallelFirstSync:
                     pending = self._start_fetch(link, current, await self.gate.enter())
                 raws, problems = await pending
                 pending = None
+                self.run.bytes_fetched += sum(len(r.body) for r in raws)
+                self.run.messages_fetched += len(raws)
                 try:
                     if self.error is not None:
                         raise _Stopped()

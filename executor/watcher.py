@@ -19,6 +19,10 @@ new mail, flag changes and expunges and asks for an incremental sync.
 * After every (re)connect it asks for one catch-up sync, for whatever changed
   while nobody was watching. It only ever asks once the folder has been
   mirrored: the first sync is the person's to start.
+* A sign-in that only the person can fix (`SignInRequired`: revoked refresh
+  token) is logged with its advice and retried after a long backoff
+  (`SIGN_IN_BACKOFF`, doubling to `SIGN_IN_BACKOFF_MAX`): a new sign-in is
+  picked up without a restart.
 * It holds the budget's watcher slot (executor/connection_budget.py), so it
   never competes with workers for a connection. Stopping ends IDLE with DONE
   and logs out.
@@ -42,8 +46,10 @@ from app.jobs.models import Job, JobStatus
 from app.jobs.store import JobStore
 from app.jobs.sync_requests import enqueue_pending_sync, folder_is_mirrored
 from executor.context import lease_margin, renew_interval
+from executor.imap_auth import SignInRequired
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
 from executor.services import Service
+from executor.throttle import ServerThrottled
 
 log = logging.getLogger("executor.watcher")
 
@@ -62,6 +68,10 @@ DEBOUNCE_MAX = 2.0
 HOLD_MAX = 30.0
 # How long stop() lets the watcher end IDLE and log out before cancelling it.
 STOP_TIMEOUT = 5.0
+# After a sign-in only the person can fix, wait this long before trying again...
+SIGN_IN_BACKOFF = 30.0
+# ...doubling up to this.
+SIGN_IN_BACKOFF_MAX = 600.0
 
 # Untagged responses that mean the folder changed (VANISHED: QRESYNC servers).
 CHANGE_RESPONSES = {
@@ -279,6 +289,8 @@ class InboxWatcher(Service):
         self.changes = 0  # change notices seen
         self.idle_reissues = 0
         self._renew_retry_at = 0.0  # after a failed renewal, the next try waits a little
+        self.sign_in_backoff = SIGN_IN_BACKOFF
+        self.sign_in_failures = 0
 
     async def _request_sync(self, trigger: str) -> Job | None:
         if not await folder_is_mirrored(self.store, self.folder):
@@ -311,7 +323,20 @@ class InboxWatcher(Service):
             return
         try:
             await self._watch()
-        except (ImapUnavailable, IMAPClientError, *CONNECTION_ERRORS) as exc:
+        except SignInRequired as exc:
+            self.sign_in_failures += 1
+            log.error(
+                "cannot watch %s of %s: %s (next try in %.0fs)",
+                self.folder,
+                self.account,
+                exc,
+                self.sign_in_backoff,
+            )
+            with contextlib.suppress(Exception):
+                await self.lease.release()
+            await self._sleep(self.sign_in_backoff)
+            self.sign_in_backoff = min(self.sign_in_backoff * 2, SIGN_IN_BACKOFF_MAX)
+        except (ImapUnavailable, ServerThrottled, IMAPClientError, *CONNECTION_ERRORS) as exc:
             if not self.watching:
                 raise WatchInterrupted(f"cannot watch {self.folder}: {exc}") from exc
             # It was up and dropped: reconnect at once; failures from here back off.
@@ -334,6 +359,7 @@ class InboxWatcher(Service):
         idle = self.use_idle and "IDLE" in self.session.capabilities
         await self.session.call(client.select_folder, self.folder, readonly=True)
         self.connects += 1
+        self.sign_in_backoff = SIGN_IN_BACKOFF
         self.watching = True
         self.mode = "idle" if idle else "poll"
         log.info(

@@ -15,6 +15,7 @@ from imapclient.exceptions import IMAPClientError
 from app.config import Settings
 from app.jobs.models import Job, JobStatus, Lease, LeaseLost
 from app.jobs.store import JobStore
+from executor import throttle
 from executor.context import (
     JobCancelled,
     JobContext,
@@ -23,8 +24,10 @@ from executor.context import (
     ShuttingDown,
 )
 from executor.handlers import HANDLERS, Handler
+from executor.imap_auth import SignInRequired
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
 from executor.parsing import ParserPool
+from executor.throttle import ServerThrottled
 
 log = logging.getLogger("executor.worker")
 
@@ -130,7 +133,14 @@ async def run_job(
             job.attempt,
             slot.owner,
         )
+    except ServerThrottled as exc:
+        await slot.imap.discard()
+        await _throttled(store, lease, exc)
     except PermanentJobError as exc:
+        await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {exc}", str(exc))
+    except SignInRequired as exc:
+        # Retrying cannot help until the person signs in again; the message says how.
+        await slot.imap.discard()
         await _finish_quietly(store, lease, JobStatus.FAILED, f"failed: {exc}", str(exc))
     except (ImapUnavailable, *CONNECTION_ERRORS, *TRANSIENT_DB_ERRORS) as exc:
         if not isinstance(exc, TRANSIENT_DB_ERRORS):
@@ -157,6 +167,41 @@ async def run_job(
     finally:
         ctx.finished = True
         slot.current = None
+
+
+async def _throttled(store: JobStore, lease: Lease, exc: ServerThrottled) -> None:
+    """A server limit (executor/throttle.py): hand the job back after a backoff
+    without spending its attempt, saying so in its events; past MAX_BACKOFFS
+    it becomes an ordinary transient failure, which spends attempts."""
+    try:
+        earlier = await store.throttle_count(lease.job_id)
+        if earlier >= throttle.MAX_BACKOFFS:
+            final = await store.retry_later(
+                lease,
+                f"transient problem: {exc} (backed off {earlier} times already)",
+                backoff_seconds=throttle.backoff(exc.kind, earlier),
+            )
+            log.warning(
+                "retry job_id=%s status=%s after %d backoffs", lease.job_id, final.status, earlier
+            )
+            return
+        wait = throttle.backoff(exc.kind, earlier)
+        final = await store.throttle_release(
+            lease,
+            f"{throttle.describe(exc.kind)}; backing off {wait:.0f}s "
+            f"(backoff {earlier + 1} of {throttle.MAX_BACKOFFS}, no attempt spent)",
+            backoff_seconds=wait,
+            data={"limit": exc.kind, "backoff_seconds": wait, "detail": exc.detail[:300]},
+        )
+        log.warning(
+            "throttled job_id=%s limit=%s backoff=%.0fs status=%s",
+            lease.job_id,
+            exc.kind,
+            wait,
+            final.status,
+        )
+    except (LeaseLost, psycopg.Error) as err:
+        log.warning("could not hand back throttled job_id=%s (%s)", lease.job_id, err)
 
 
 async def _hand_back(store: JobStore, lease: Lease, reason: str, backoff: float) -> None:

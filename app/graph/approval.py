@@ -1,7 +1,10 @@
 """Human in the loop. `propose` (read-only) turns the model's mutation tool calls
 into the exact messages to show; `approval` is the only place `interrupt()` is
-called. On approve it records the approval and injects its id into the tool
-calls; on reject every pending call gets a rejection and nothing is enqueued.
+called. On approve it records the approval (with the person's edits: the
+selection, and the folder or label of a move or label) and injects its id into
+the tool calls; on reject every pending call gets a rejection and nothing is
+enqueued. A call whose arguments do not fit the tool's schema is shown as
+nothing to approve, never guessed at.
 
 `approval` re-runs from the top on resume, so nothing before `interrupt()` has
 side effects, and what is approved is the stored proposal, never a re-read."""
@@ -15,15 +18,22 @@ from typing import Any
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, interrupt
+from pydantic import ValidationError
 
 from app.graph.deps import GraphDeps
 from app.graph.state import ApprovalGroup, ChatState, Decision, Proposal, ProposedAction
-from app.graph.tools import MUTATION_TOOLS, dumps
+from app.graph.tools.mutations import MUTATION_ARGS, MUTATION_TOOLS
+from app.graph.tools.results import as_json
 from app.jobs.models import JobType
 from app.jobs.store import Change
 from app.mail import mirror_reads
 from app.mail.clean import CLEAN_FOLDER, assess_for_clean
-from app.mail.folders import discarding_folder_reason, is_keyword
+from app.mail.folders import (
+    discarding_folder_reason,
+    discarding_label_reason,
+    is_gmail_archive,
+    is_keyword,
+)
 from app.mail.message_ref import MessageRef
 from app.mail.mirror_reads import EmailRow
 
@@ -81,9 +91,32 @@ async def _rows_for(
     return rows, excluded
 
 
+# The one parameter a person may edit on each kind of action: SPEC §6 "edit.target".
+EDITABLE_TARGET = {JobType.MOVE.value: "target_folder", JobType.LABEL.value: "label"}
+
+
+def _malformed(call: dict[str, Any], job_type: JobType, exc: ValidationError) -> ProposedAction:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+    )
+    description = f"Nothing to approve: the request to {job_type.value.replace('_', ' ')} was malformed ({problems})"
+    return {
+        "tool_call_id": call["id"],
+        "tool": call["name"],
+        "action": job_type.value,
+        "description": description,
+        "params": {"description": description},
+        "groups": [],
+    }
+
+
 async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedAction:
-    name, args = call["name"], dict(call.get("args") or {})
+    name = call["name"]
     job_type = MUTATION_TOOLS[name]
+    try:
+        args = MUTATION_ARGS[name].model_validate(call.get("args") or {}).model_dump()
+    except ValidationError as exc:
+        return _malformed(call, job_type, exc)
     params: dict[str, Any] = {}
     excluded: list[dict[str, Any]] = []
     cards: list[dict[str, Any]] = []
@@ -91,6 +124,9 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
         cards, params, description = await _undo_cards(deps, args)
     else:
         rows, excluded = await _rows_for(deps, args.get("messages") or [])
+        # Gmail: a move is a label change, said in Gmail's words (gmail_wording).
+        sources = sorted({row.folder for row in rows}) if any(r.gmail for r in rows) else None
+        gmail = sources is not None
         if job_type is JobType.CLEAN:
             identity = deps.identity
             for row in rows:
@@ -110,10 +146,12 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
                     )
             params = {"target_folder": CLEAN_FOLDER, "action": "archive"}
             description = (
-                f"Mark read and move {len(cards)} message(s) to {CLEAN_FOLDER} (recoverable)"
+                gmail_wording(job_type, len(cards), CLEAN_FOLDER, sources)
+                if sources is not None
+                else f"Mark read and move {len(cards)} message(s) to {CLEAN_FOLDER} (recoverable)"
             )
         else:
-            refusal = _destination_refusal(job_type, args)
+            refusal = _destination_refusal(job_type, args, gmail=gmail)
             if refusal:
                 # Nothing to approve: every message is left out, with the reason.
                 excluded += [
@@ -126,16 +164,15 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
             elif job_type is JobType.MARK_UNREAD:
                 description = f"Mark {len(cards)} message(s) as unread"
             elif job_type is JobType.MOVE:
-                target = str(args.get("target_folder") or "").strip()
-                params = {"target_folder": target}
-                description = f"Move {len(cards)} message(s) to {target}"
+                params = {"target_folder": str(args["target_folder"]).strip()}
+                description = ""
             else:
-                label = str(args.get("label") or "").strip()
-                params = {"label": label, "remove": bool(args.get("remove"))}
-                verb = "Remove label" if params["remove"] else "Apply label"
-                description = f"{verb} {label} on {len(cards)} message(s)"
+                params = {"label": str(args["label"]).strip(), "remove": bool(args.get("remove"))}
+                description = ""
             if refusal:
                 description = f"Nothing to approve: {refusal}"
+            else:
+                description = describe(job_type, params, len(cards), sources) or description
     params["description"] = description
     action: ProposedAction = {
         "tool_call_id": call["id"],
@@ -147,24 +184,122 @@ async def propose_action(deps: GraphDeps, call: dict[str, Any]) -> ProposedActio
     }
     if excluded:
         action["excluded"] = excluded
+    if job_type is not JobType.UNDO and sources is not None:
+        action["gmail_sources"] = sources
     return action
 
 
-def _destination_refusal(job_type: JobType, args: dict[str, Any]) -> str | None:
+def describe(
+    job_type: JobType,
+    params: dict[str, Any],
+    count: int,
+    gmail_sources: Sequence[str] | None = None,
+) -> str | None:
+    """The card's sentence for a move or label (the actions a person can edit);
+    in Gmail's words when the messages are Gmail's (`gmail_sources`: their folders)."""
+    if gmail_sources is not None and job_type in (JobType.MOVE, JobType.LABEL):
+        target = params["target_folder"] if job_type is JobType.MOVE else params["label"]
+        return gmail_wording(
+            job_type, count, target, gmail_sources, remove=bool(params.get("remove"))
+        )
+    if job_type is JobType.MOVE:
+        return f"Move {count} message(s) to {params['target_folder']}"
+    if job_type is JobType.LABEL:
+        verb = "Remove label" if params.get("remove") else "Apply label"
+        return f"{verb} {params['label']} on {count} message(s)"
+    return None
+
+
+def edit_refusal(proposal: Proposal, target: str) -> str | None:
+    """Why `edit.target` cannot apply to this proposal (SPEC §6: → 422), or None.
+    The edit takes the same checks as a model's call: no Trash, no Spam."""
+    editable = [a for a in proposal["actions"] if a["action"] in EDITABLE_TARGET and a["groups"]]
+    if not editable:
+        kinds = ", ".join(sorted({a["action"] for a in proposal["actions"]})) or "nothing"
+        return f"this approval ({kinds}) has no folder or label to edit"
+    target = target.strip()
+    if not target or len(target) > 200 or any(ord(c) < 32 for c in target):
+        return "the edited folder or label must be 1 to 200 printable characters"
+    for action in editable:
+        key = EDITABLE_TARGET[action["action"]]
+        refusal = _destination_refusal(
+            JobType(action["action"]),
+            {**action["params"], key: target},
+            gmail="gmail_sources" in action,
+        )
+        if refusal:
+            return refusal
+    return None
+
+
+def _edited(action: ProposedAction, target: str | None, count: int) -> dict[str, Any]:
+    """The params the person approved: the proposal's, with their edit applied
+    (and the proposed value kept beside it, so the approval row shows both)."""
+    params = dict(action["params"])
+    key = EDITABLE_TARGET.get(action["action"])
+    if key is None or target is None or target.strip() == params.get(key):
+        return params
+    params["edited_from"] = {key: params.get(key)}
+    params[key] = target.strip()
+    params["description"] = describe(
+        JobType(action["action"]), params, count, action.get("gmail_sources")
+    )
+    return params
+
+
+def _destination_refusal(
+    job_type: JobType, args: dict[str, Any], *, gmail: bool = False
+) -> str | None:
     """Why a move or label-as-folder cannot be proposed at all (no target, or a
-    Trash/Spam folder, which deletes by another name), or None."""
+    Trash/Spam folder or Gmail label, which deletes by another name), or None."""
     if job_type is JobType.MOVE:
         target = str(args.get("target_folder") or "").strip()
         if not target:
             return "no target folder was given for the move"
-        return discarding_folder_reason(target)
+        return discarding_label_reason(target) if gmail else discarding_folder_reason(target)
     if job_type is JobType.LABEL and not args.get("remove"):
         label = str(args.get("label") or "").strip()
         if not label:
             return "no label was given"
+        if gmail:
+            return discarding_label_reason(label)
         if not is_keyword(label):  # a label that is not a keyword is a folder: copied there
             return discarding_folder_reason(label)
     return None
+
+
+def gmail_wording(
+    job_type: JobType, count: int, target: str, sources: Sequence[str], *, remove: bool = False
+) -> str:
+    """The card in Gmail's words: on Gmail a move is a label change, and taking
+    mail out of the Inbox is "archive" (it stays in All Mail; nothing is deleted)."""
+    sources = sorted(sources)
+    from_inbox = sources == ["INBOX"]
+    if job_type is JobType.CLEAN:
+        return (
+            f"Mark read, label {target} and archive {count} message(s) "
+            "(Gmail takes them out of the Inbox; they stay in All Mail, recoverable)"
+        )
+    if job_type is JobType.LABEL:
+        if remove:
+            return f"Remove the Gmail label {target} from {count} message(s) (nothing is deleted)"
+        return f"Apply the Gmail label {target} to {count} message(s)"
+    if is_gmail_archive(target):
+        return (
+            f"Archive {count} message(s): take them out of the Inbox (Gmail keeps them in All Mail)"
+            if from_inbox
+            else f"Archive {count} message(s): remove the label(s) {', '.join(sources)} "
+            "(Gmail keeps them in All Mail)"
+        )
+    if from_inbox:
+        return (
+            f"Label {count} message(s) {target} and archive them "
+            "(out of the Inbox; Gmail keeps them in All Mail)"
+        )
+    return (
+        f"Label {count} message(s) {target} and remove the label(s) {', '.join(sources)} "
+        "(Gmail keeps them in All Mail)"
+    )
 
 
 async def _undo_cards(
@@ -272,10 +407,21 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
             note = "No approval was prepared for this change, so nothing was changed."
         elif proposal["message_count"] == 0:
             decision = {"decision": "reject"}
-            note = "There is nothing I can safely change there, so I left the mailbox as it is."
+            # Why (a refused folder, a malformed call, no such messages): the model
+            # and the person read the proposal's own account of it.
+            note = (
+                f"{proposal['title']}. " if proposal.get("title") else ""
+            ) + "There is nothing I can safely change there, so I left the mailbox as it is."
         else:
             decision = interrupt(proposal)
             note = "You rejected this, so nothing was changed."
+        edit = decision.get("edit") if isinstance(decision, dict) else None
+        target = edit.get("target") if isinstance(edit, dict) else None
+        refusal = edit_refusal(proposal, str(target)) if proposal and target is not None else None
+        if refusal:
+            # The service checks an edit before resuming (422); one that gets
+            # here anyway is refused as a whole: fail closed, as a rejection.
+            decision, note = {"decision": "reject"}, f"{refusal}, so nothing was changed."
         if not isinstance(decision, dict) or decision.get("decision") != "approve":
             return Command(
                 goto="agent",
@@ -283,7 +429,8 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
                     "proposal": None,
                     "messages": [
                         ToolMessage(
-                            content=dumps({"rejected": True, "message": note}),
+                            content=as_json({"rejected": True, "message": note}),
+                            artifact={"rejected": True, "message": note},
                             tool_call_id=c["id"],
                             name=c["name"],
                         )
@@ -306,13 +453,17 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
                 continue
             cards = [m for g in action["groups"] for m in g["messages"]]
             chosen = [m for m in cards if chosen_filter is None or m["id"] in chosen_filter]
+            params = _edited(action, target, len(chosen))
             args = {**call["args"], "messages": [m["id"] for m in chosen]}
+            key = EDITABLE_TARGET.get(action["action"])
+            if key is not None and key in params:
+                args[key] = params[key]  # the transcript shows what was approved
             if chosen:
                 approval_row = await deps.store.record_approval(
                     thread_id=thread_id,
                     interrupt_id=f"{interrupt_id}:{call['id']}",
                     action=action["action"],
-                    params=action["params"],
+                    params=params,
                     messages=[
                         {
                             "folder": m["folder"],

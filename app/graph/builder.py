@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -13,9 +14,12 @@ from langgraph.prebuilt import ToolNode
 
 from app.graph.approval import make_nodes
 from app.graph.deps import GraphDeps
-from app.graph.planner import SYSTEM_PROMPT
+from app.graph.model_failures import MALFORMED, describe_failure, status_of
+from app.graph.prompts import SYSTEM_PROMPT
 from app.graph.state import ChatState
 from app.graph.tools import MUTATION_TOOLS, make_tools
+
+log = logging.getLogger(__name__)
 
 
 def route_after_agent(state: ChatState) -> str:
@@ -23,7 +27,7 @@ def route_after_agent(state: ChatState) -> str:
     if not isinstance(last, AIMessage) or not last.tool_calls:
         return END
     if any(c["name"] in MUTATION_TOOLS for c in last.tool_calls):
-        return "propose"
+        return "propose"  # whatever else the model asked for: a card first
     return "tools"
 
 
@@ -34,7 +38,17 @@ def build_graph(
     bound = model.bind_tools(tools)
 
     async def agent(state: ChatState) -> dict[str, Any]:
-        reply = await bound.ainvoke([SystemMessage(SYSTEM_PROMPT), *state["messages"]])
+        """One model turn. A provider that fails (after its client's bounded
+        retries) or answers with a tool call it garbled ends the turn with one
+        readable message, so the thread stays usable for the next one."""
+        try:
+            reply = await bound.ainvoke([SystemMessage(SYSTEM_PROMPT), *state["messages"]])
+        except Exception as exc:  # any provider, any failure: the chat carries on
+            log.warning("chat model failed: %s (status %s)", type(exc).__name__, status_of(exc))
+            return {"messages": [AIMessage(describe_failure(exc))]}
+        if isinstance(reply, AIMessage) and reply.invalid_tool_calls:
+            log.warning("chat model sent %d malformed tool call(s)", len(reply.invalid_tool_calls))
+            return {"messages": [AIMessage(MALFORMED)]}
         return {"messages": [reply]}
 
     propose, approval = make_nodes(deps)

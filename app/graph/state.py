@@ -38,6 +38,8 @@ class ProposedAction(TypedDict):
     params: dict[str, Any]
     groups: list[ApprovalGroup]
     excluded: NotRequired[list[dict[str, Any]]]
+    # Gmail rows: the folders the messages are in (a move there is a label change).
+    gmail_sources: NotRequired[list[str]]
 
 
 class Proposal(TypedDict):
@@ -49,10 +51,18 @@ class Proposal(TypedDict):
     message_count: int
 
 
+class Edit(TypedDict):
+    """What the person changed before approving, besides the selection: the
+    folder of a move or the label of a label job."""
+
+    target: str
+
+
 class Decision(TypedDict):
     decision: Literal["approve", "reject"]
     selection: NotRequired[list[str] | None]
     interrupt_id: NotRequired[str]
+    edit: NotRequired[Edit | None]
 
 
 def merge_approvals(old: dict[str, str] | None, new: dict[str, str] | None) -> dict[str, str]:

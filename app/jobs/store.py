@@ -78,6 +78,12 @@ class Change:
     uid_after: int | None
     uid_floor: int | None
     reason: str | None
+    # Gmail mode (010): the message's X-GM-MSGID and its X-GM-LABELS around the change.
+    gm_msgid: int | None = None
+    labels_before: tuple[str, ...] | None = None
+    labels_added: tuple[str, ...] = ()
+    labels_removed: tuple[str, ...] = ()
+    labels_after: tuple[str, ...] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Change:
@@ -102,6 +108,11 @@ class Change:
             uid_after=row["uid_after"],
             uid_floor=row["uid_floor"],
             reason=row["reason"],
+            gm_msgid=int(row["gm_msgid"]) if row.get("gm_msgid") is not None else None,
+            labels_before=flags(row.get("labels_before")),
+            labels_added=tuple(row.get("labels_added") or ()),
+            labels_removed=tuple(row.get("labels_removed") or ()),
+            labels_after=flags(row.get("labels_after")),
         )
 
     @property
@@ -130,6 +141,11 @@ class Change:
             "uidvalidity_after": self.uidvalidity_after,
             "uid_after": self.uid_after,
             "reason": self.reason,
+            "gm_msgid": str(self.gm_msgid) if self.gm_msgid is not None else None,
+            "labels_before": list(self.labels_before) if self.labels_before is not None else None,
+            "labels_added": list(self.labels_added),
+            "labels_removed": list(self.labels_removed),
+            "labels_after": list(self.labels_after) if self.labels_after is not None else None,
         }
 
 
@@ -148,6 +164,11 @@ class Intent:
     folder_after: str
     uidvalidity_after: int | None
     uid_floor: int | None
+    # Gmail mode: found again by X-GM-MSGID; labels as the server showed them first.
+    gm_msgid: int | None = None
+    labels_before: tuple[str, ...] | None = None
+    labels_added: tuple[str, ...] = ()
+    labels_removed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,6 +186,7 @@ class Settlement:
     folder_after: str | None = None
     uidvalidity_after: int | None = None
     uid_after: int | None = None
+    labels_after: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -357,6 +379,10 @@ class JobStore:
                 "folder_after": i.folder_after,
                 "uidvalidity_after": i.uidvalidity_after,
                 "uid_floor": i.uid_floor,
+                "gm_msgid": i.gm_msgid,
+                "labels_before": list(i.labels_before) if i.labels_before is not None else None,
+                "labels_added": list(i.labels_added),
+                "labels_removed": list(i.labels_removed),
             }
             for i in intents
         ]
@@ -386,6 +412,7 @@ class JobStore:
                 "uidvalidity_after": s.uidvalidity_after,
                 "uid_after": s.uid_after,
                 "reason": s.reason,
+                "labels_after": list(s.labels_after) if s.labels_after is not None else None,
             }
             for s in settled
         ]
@@ -520,6 +547,34 @@ class JobStore:
                 "owner": lease.owner,
                 "error": error,
                 "backoff_seconds": backoff_seconds,
+            },
+        )
+        if row is None:
+            raise LeaseLost(
+                f"job {lease.job_id} attempt {lease.attempt} is no longer held by {lease.owner}"
+            )
+        return Job.from_row(row)
+
+    async def throttle_count(self, job_id: uuid.UUID) -> int:
+        """How many times this job was handed back for a server limit."""
+        row = await self._one("job_throttle_count", {"job_id": job_id})
+        return int(row["n"]) if row else 0
+
+    async def throttle_release(
+        self, lease: Lease, message: str, *, backoff_seconds: float, data: dict[str, Any]
+    ) -> Job:
+        """Hand the job back for a server limit (Gmail: too many connections,
+        bandwidth): pending again after `backoff_seconds`, its attempt not spent,
+        with a warning event saying so (`data.phase` = 'throttled')."""
+        row = await self._one(
+            "throttle_release",
+            {
+                "job_id": lease.job_id,
+                "attempt": lease.attempt,
+                "owner": lease.owner,
+                "message": message,
+                "backoff_seconds": backoff_seconds,
+                "data": Jsonb({**data, "phase": "throttled"}),
             },
         )
         if row is None:

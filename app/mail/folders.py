@@ -65,3 +65,27 @@ def discarding_folder_reason(folder: str, special_use: Iterable[str] = ()) -> st
 def is_keyword(label: str) -> bool:
     """Whether a label can be an IMAP keyword (flag); otherwise it is a folder."""
     return bool(label) and not label.startswith("\\") and not _ATOM_SPECIALS.search(label)
+
+
+# Gmail's system labels that put a message in Trash or Spam (deleted after 30 days).
+DISCARDING_LABELS = frozenset({"\\trash", "\\spam", "\\junk"})
+
+
+def discarding_label_reason(label: str) -> str | None:
+    """Why a Gmail label must not be added (`\\Trash`, `\\Spam`, or a label named
+    like a Trash/Spam folder), or None when it may: adding it deletes by another name."""
+    if label.strip().lower() in DISCARDING_LABELS:
+        return (
+            f"the label {label!r} sends mail to Gmail's Trash or Spam, where it is deleted "
+            "later, so Piper never applies it"
+        )
+    return discarding_folder_reason(label)
+
+
+# What "archive" is called on Gmail, where it means "take it out of the Inbox".
+GMAIL_ARCHIVE_NAMES = frozenset({"archive", "[gmail]/all mail", "[google mail]/all mail"})
+
+
+def is_gmail_archive(target: str) -> bool:
+    """A move on Gmail to "archive" or to All Mail only removes the Inbox label."""
+    return " ".join(target.split()).lower() in GMAIL_ARCHIVE_NAMES

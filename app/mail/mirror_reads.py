@@ -39,6 +39,8 @@ class EmailRow:
     # the identity fingerprint it was decided against; None = not checked.
     mentions_you: bool | None = None
     mention_identity: str | None = None
+    # Mirrored from Gmail (the row has an X-GM-MSGID): moves there are label changes.
+    gmail: bool = False
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> EmailRow:

@@ -19,10 +19,11 @@ from app.config import Settings, SettingsError, load_settings
 from app.db.connect import resolve_database_url
 from app.db.migrate import MigrationMismatch, migrate
 from app.db.pool import open_pool
+from app.graph.chat_model import load_chat_model
 from app.graph.deps import GraphDeps
-from app.graph.planner import load_chat_model
 from app.graph.service import ChatService
 from app.jobs.store import JobStore
+from app.web.chat_runs import ChatRuns
 from app.web.errors import install_error_handlers
 from app.web.hub import EventHub
 from app.web.routes import chat, events, jobs, mirror, pages
@@ -59,9 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await hub.start()
         chat_service = ChatService(
             GraphDeps(pool=pool, store=store, settings=settings),
-            load_chat_model(settings.chat_model),
+            load_chat_model(settings),
         )
         await chat_service.setup()
+        app.state.chat_runs = chat_runs = ChatRuns()
         app.state.settings = settings
         app.state.store = store
         app.state.hub = hub
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await chat_runs.aclose()
             await hub.stop()
             await pool.close()
 

@@ -1,7 +1,7 @@
 """The `rescore` job: decide "mentions you" again for mirror rows whose verdict
 was decided against another identity (or never), read-only.
 
-It runs exactly the fetch and parse a sync runs (EXAMINE, `BODY.PEEK[]`
+It runs exactly the fetch and parse a sync runs (EXAMINE, the header and body
 prefix, the server's `SEARCH BODY` for what the prefix cut off), so a
 re-decided row holds what a fresh sync would store. Folder by folder in
 micro-batches; each batch's verdicts and its progress event commit together,

@@ -28,6 +28,7 @@ from typing import Any
 
 import imapclient
 
+from executor import gmail as gmail_ops
 from executor import mirror_writes as mirror
 from executor.context import JobContext, PermanentJobError
 from executor.folder_lock import FolderFence, folder_lock
@@ -39,8 +40,19 @@ from executor.sync_parallel import BorrowedConnections, ParallelFirstSync
 
 log = logging.getLogger(__name__)
 
-BODY_PREFIX_BYTES = 65536
-FETCH_ITEMS = ["FLAGS", "INTERNALDATE", "RFC822.SIZE", f"BODY.PEEK[]<0.{BODY_PREFIX_BYTES}>"]
+# What a sync downloads of each message (SPEC §9: at most 16 KB per message on
+# average; Gmail allows 2,500 MB of IMAP download a day): the whole header, whatever
+# its size (To and CC decide AGENTS.md rule 2, so they are never cut), and the
+# first BODY_PREFIX_BYTES of the body. A name past the cut is asked of the
+# server with UID SEARCH BODY (executor/mentions.py), which downloads nothing.
+BODY_PREFIX_BYTES = 12288
+FETCH_ITEMS = [
+    "FLAGS",
+    "INTERNALDATE",
+    "RFC822.SIZE",
+    "BODY.PEEK[HEADER]",
+    f"BODY.PEEK[TEXT]<0.{BODY_PREFIX_BYTES}>",
+]
 SKIPPED_SPECIAL_USE = {b"\\NOSELECT", b"\\NONEXISTENT", b"\\ALL", b"\\JUNK", b"\\TRASH"}
 
 
@@ -71,6 +83,14 @@ def _modseq(data: dict[bytes, Any]) -> int | None:
 
 
 def _body(data: dict[bytes, Any]) -> bytes:
+    """The header (which ends with its blank line, RFC 3501 §6.4.5) followed by
+    the body prefix: the message as far as it was fetched."""
+    header = data.get(b"BODY[HEADER]")
+    text = next(
+        (v for k, v in data.items() if k.startswith(b"BODY[TEXT]") and isinstance(v, bytes)), None
+    )
+    if isinstance(header, bytes):
+        return header + (text or b"")
     for key, value in data.items():
         if key.startswith(b"BODY[") and isinstance(value, bytes):
             return value
@@ -78,10 +98,10 @@ def _body(data: dict[bytes, Any]) -> bytes:
 
 
 def fetch_raw(
-    fetcher: UidFetcher, uids: Sequence[int], condstore: bool
+    fetcher: UidFetcher, uids: Sequence[int], condstore: bool, gmail: bool = False
 ) -> tuple[list[RawMessage], list[dict[str, Any]]]:
     """Fetch one micro-batch (runs in a worker thread); parsing happens elsewhere."""
-    items = FETCH_ITEMS + (["MODSEQ"] if condstore else [])
+    items = FETCH_ITEMS + (["MODSEQ"] if condstore else []) + (gmail_ops.GM_ITEMS if gmail else [])
     response = fetcher.fetch(uids, items, required=(b"INTERNALDATE", b"RFC822.SIZE"))
     raws: list[RawMessage] = []
     problems: list[dict[str, Any]] = []
@@ -100,18 +120,53 @@ def fetch_raw(
                 size=data.get(b"RFC822.SIZE"),
                 modseq=_modseq(data),
                 body=_body(data),
+                gm_msgid=gmail_ops.as_msgid(data.get(b"X-GM-MSGID")) if gmail else None,
+                gm_thrid=gmail_ops.as_msgid(data.get(b"X-GM-THRID")) if gmail else None,
+                gm_labels=gmail_ops.decode_labels(data.get(b"X-GM-LABELS")) if gmail else None,
             )
         )
     return raws, problems
 
 
-def list_sync_folders(client: imapclient.IMAPClient) -> list[str]:
+def list_sync_folders(
+    client: imapclient.IMAPClient, gmail: bool = False, extra: Sequence[str] = ()
+) -> list[str]:
+    """The folders a full sync mirrors. Gmail: INBOX, Sent and the `extra`
+    (SECRETARY_SYNC_FOLDERS) labels, since every other folder is a label view
+    of mail stored once (executor/gmail.py). Elsewhere: every selectable folder
+    but All Mail, Junk and Trash."""
+    if gmail:
+        return gmail_ops.Folders.listed(client).mirrored(extra)
     folders = []
     for flags, _delim, name in client.list_folders():
         if {f.upper() for f in flags} & SKIPPED_SPECIAL_USE:
             continue
         folders.append(name)
     return folders
+
+
+def gmail_changes(
+    fetcher: UidFetcher, known: Sequence[int], changed_since: int | None
+) -> dict[int, tuple[tuple[str, ...], tuple[str, ...], int | None]]:
+    """Gmail: current flags and labels of the mirrored UIDs changed since the
+    last sync (worker thread). Gmail moves a message's MODSEQ for label changes
+    too, so `UID FETCH … (CHANGEDSINCE n)` names them; without CONDSTORE every
+    mirrored UID is fetched."""
+    if not known:
+        return {}
+    items = ["FLAGS", "X-GM-LABELS"] + (["MODSEQ"] if changed_since is not None else [])
+    modifiers = [f"CHANGEDSINCE {changed_since}"] if changed_since is not None else None
+    response = fetcher.fetch(
+        sorted(set(known)), items, modifiers=modifiers, required=(b"FLAGS", b"X-GM-LABELS")
+    )
+    return {
+        uid: (
+            _flags(data.get(b"FLAGS", ())),
+            gmail_ops.decode_labels(data.get(b"X-GM-LABELS")),
+            _modseq(data),
+        )
+        for uid, data in response.items()
+    }
 
 
 def folder_status(client: imapclient.IMAPClient, folder: str, condstore: bool) -> FolderState:
@@ -194,6 +249,9 @@ class SyncRun:
         self.parser = ctx.parser or ParserPool(0)
         # "Mentions you" is decided as messages are fetched (executor/mentions.py).
         self.mentions = MentionCheck.from_settings(ctx.settings)
+        self.gmail = False  # decided from the connection's capabilities in run()
+        self.bytes_fetched = 0  # header + body prefix bytes downloaded (SPEC §9 budget)
+        self.messages_fetched = 0
         # Connections a big folder's first pass borrows (executor/sync_parallel.py).
         self.borrowed = BorrowedConnections(ctx)
 
@@ -216,8 +274,20 @@ class SyncRun:
         # at once) must not look like one that vanished from the server.
         async with ctx.store.pool.connection() as conn:
             cursors = await mirror.load_cursors(conn)
-        on_server = await ctx.imap.call(list_sync_folders, client)
+        self.gmail = ctx.imap.is_gmail
+        on_server = await ctx.imap.call(
+            list_sync_folders, client, self.gmail, ctx.settings.sync_folders
+        )
         folders = requested or on_server
+        if self.gmail and requested:
+            listed = await ctx.imap.call(gmail_ops.Folders.listed, client)
+            refused = [f for f in folders if not listed.mirrorable(f)]
+            if refused:
+                raise PermanentJobError(
+                    f"not mirrored on Gmail (All Mail, Spam, Trash or no such label): "
+                    f"{', '.join(refused)}"
+                )
+            on_server = list(dict.fromkeys([*on_server, *folders]))
         missing = [f for f in folders if f not in on_server]
         if missing:
             raise PermanentJobError(f"no such folder on the server: {', '.join(missing)}")
@@ -268,6 +338,9 @@ class SyncRun:
                         await mirror.drop_folder(conn, f)
                 summary["dropped_folders"] = gone
         summary["processed"] = self.base + self.done
+        summary["gmail"] = self.gmail
+        summary["bytes_fetched"] = self.bytes_fetched
+        summary["messages_fetched"] = self.messages_fetched
         return summary
 
     async def leave(self, client: imapclient.IMAPClient) -> None:
@@ -347,7 +420,15 @@ class SyncRun:
         await self.fetch_new(folder, state, serial, fetcher, condstore, fence, result)
 
         max_uid = max([last_seen, *new_uids])
-        if cursor is not None and (last_seen > 0 or split.resumed):
+        # Rows an earlier attempt of a split first sync wrote above the cursor
+        # are checked too (`split.done_before`).
+        if cursor is not None and (last_seen > 0 or split.resumed) and self.gmail:
+            since = cursor.highestmodseq if condstore and cursor.highestmodseq else None
+            if since is None or since != state.highestmodseq:
+                result["flag_changes"] = await self.gmail_relabels(
+                    folder, state, fetcher, last_seen, since, split
+                )
+        elif cursor is not None and (last_seen > 0 or split.resumed):
             since = cursor.highestmodseq if condstore and cursor.highestmodseq else None
             if since is None or since != state.highestmodseq:
                 async with ctx.store.pool.connection() as conn:
@@ -395,6 +476,38 @@ class SyncRun:
                     conn=conn,
                 )
 
+    async def gmail_relabels(
+        self,
+        folder: str,
+        state: FolderState,
+        fetcher: UidFetcher,
+        last_seen: int,
+        since: int | None,
+        split: ParallelFirstSync,
+    ) -> int:
+        """Gmail: flag and label changes of mirrored messages reach the mirror."""
+        ctx = self.ctx
+        async with ctx.store.pool.connection() as conn:
+            stored = await mirror.folder_state(conn, folder, state.uidvalidity)
+        known = [u for u in stored if since is not None or u <= last_seen or split.done_before(u)]
+        changes = await ctx.imap.call(gmail_changes, fetcher, known, since)
+        changed = {
+            uid: (flags, labels, modseq)
+            for uid, (flags, labels, modseq) in changes.items()
+            if uid in stored
+            and (set(stored[uid][0]) != set(flags) or set(stored[uid][1]) != set(labels))
+        }
+        if changed:
+            async with ctx.store.fenced_transaction(ctx.lease) as conn:
+                await mirror.update_flags(
+                    conn,
+                    folder,
+                    state.uidvalidity,
+                    {uid: (flags, modseq) for uid, (flags, _labels, modseq) in changed.items()},
+                    labels={uid: labels for uid, (_f, labels, _m) in changed.items()},
+                )
+        return len(changed)
+
     async def fetch_new(
         self,
         folder: str,
@@ -417,15 +530,24 @@ class SyncRun:
             for index, uids in enumerate(batches):
                 if pending is None:
                     pending = asyncio.create_task(
-                        ctx.imap.call(self.mentions.fetch, fetch_raw, fetcher, uids, condstore)
+                        ctx.imap.call(
+                            self.mentions.fetch, fetch_raw, fetcher, uids, condstore, self.gmail
+                        )
                     )
                 raws, problems = await pending
                 pending = None
+                self.bytes_fetched += sum(len(r.body) for r in raws)
+                self.messages_fetched += len(raws)
                 yield_now = fence.due()
                 if index + 1 < len(batches) and not yield_now:
                     pending = asyncio.create_task(
                         ctx.imap.call(
-                            self.mentions.fetch, fetch_raw, fetcher, batches[index + 1], condstore
+                            self.mentions.fetch,
+                            fetch_raw,
+                            fetcher,
+                            batches[index + 1],
+                            condstore,
+                            self.gmail,
                         )
                     )
                 fetched, parse_problems = await self.parser.parse(raws, self.mentions.identity)

@@ -31,6 +31,7 @@ from executor import imap_ops
 from executor import mirror_writes as mirror
 from executor.context import JobContext, PermanentJobError
 from executor.folder_lock import folder_lock
+from executor.handlers.gmail_undo import GmailUndoRun
 from executor.handlers.mutations import (
     BatchWrite,
     Target,
@@ -139,6 +140,9 @@ class UndoRun:
                 f"job {original.job_id} is still {original.status.value}; undo it once it has ended"
             )
         record = {c.key: c for c in await ctx.store.job_changes(original.job_id)}
+        if any(c.gm_msgid is not None for c in record.values()):
+            # A Gmail label change: found again by X-GM-MSGID (gmail_undo.py).
+            return await GmailUndoRun(ctx, work, original, record).run()
         copies = await self.copied(original)
         self.own = {c.key: c for c in await ctx.store.job_changes(ctx.job.job_id)}
         targets = work.targets

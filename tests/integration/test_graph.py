@@ -10,7 +10,7 @@ import pytest
 from app.config import Settings
 from app.db.pool import open_pool
 from app.graph.deps import GraphDeps
-from app.graph.planner import ScriptedPlanner
+from app.graph.offline_model import ScriptedPlanner
 from app.graph.service import ChatError, ChatService
 from app.jobs.models import JobType
 from app.jobs.store import JobStore
@@ -50,10 +50,7 @@ async def test_read_only_tool_returns_a_job_id_and_raises_no_interrupt(
     assert len(turn.job_ids) == 1
     [job] = await jobs(store)
     assert str(job.job_id) == turn.job_ids[0] and job.job_type is JobType.SYNC
-    assert (
-        turn.messages[-1]["role"] == "assistant"
-        and turn.job_ids[0][:8] in turn.messages[-1]["content"]
-    )
+    assert turn.messages[-1].type == "ai" and turn.job_ids[0][:8] in turn.messages[-1].text
 
 
 async def test_mutation_raises_an_interrupt_with_the_messages_and_enqueues_nothing(
@@ -92,7 +89,7 @@ async def test_reject_enqueues_nothing_and_says_so(chat: ChatService, store: Job
     done = await chat.resume(turn.thread_id, turn.interrupt["id"], "reject")  # type: ignore[index]
     assert done.interrupt is None and done.job_ids == []
     assert await jobs(store) == []
-    assert "nothing was changed" in done.messages[-1]["content"].lower()
+    assert "nothing was changed" in done.messages[-1].text.lower()
 
 
 async def test_selection_approves_only_the_chosen_messages(
@@ -204,3 +201,21 @@ async def test_new_message_sets_a_pending_approval_aside(
     after = await chat.send(turn.thread_id, "/status")
     assert after.interrupt is None
     assert await jobs(store) == []
+
+
+async def test_a_streamed_turn_yields_tool_events_and_tokens_then_the_turn(
+    chat: ChatService, store: JobStore
+) -> None:
+    from app.graph.service import ChatTurn, TurnStarted
+
+    items = [item async for item in chat.stream_send(None, "/sync")]
+    assert isinstance(items[0], TurnStarted) and isinstance(items[-1], ChatTurn)
+    events = items[1:-1]
+    assert [e for e in events if e["type"] == "tool"] == [
+        {"type": "tool", "name": "sync_mailbox", "status": "start"},
+        {"type": "tool", "name": "sync_mailbox", "status": "end"},
+    ]
+    tokens = "".join(e["text"] for e in events if e["type"] == "token")
+    turn = items[-1]
+    assert tokens == turn.messages[-1].text and len(turn.job_ids) == 1
+    assert [str(j.job_id) for j in await jobs(store)] == turn.job_ids

@@ -10,14 +10,13 @@ server's `SEARCH BODY` can see their end.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from app.config import ImapAccount, Settings
 from app.graph.deps import GraphDeps
-from app.graph.triage_tools import make_triage_tools
+from app.graph.tools.triage import make_triage_tools
 from app.jobs.models import JobStatus, JobType
 from app.jobs.store import JobStore
 from app.mail.clean import NOT_CHECKED, assess_for_clean
@@ -31,6 +30,7 @@ from tests.support.executor_harness import (
     running_executor,
     wait_for_job,
 )
+from tests.support.tools import artifact
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "clean"
 ALEX = Identity("alex.roy@example.com", "Alex Roy", ("aroy@example.com", "aroy@netskope.com"))
@@ -51,7 +51,7 @@ MENTIONS_ALEX = {
 PLAIN_BULK = {
     "The Batch: issue #212",  # newsletter.eml
     "[announce] v2.4.0 released",  # list_bcc.eml
-    "The Batch: issue #213",  # newsletter_near_miss.eml ("Alexander", "royalty", past 20 KB)
+    "The Batch: issue #213",  # newsletter_near_miss.eml ("Alexander", "royalty": fetched whole)
     "Big digest, nobody named",  # bigger than the prefix; the server says no
 }
 GOLDEN = [
@@ -126,7 +126,7 @@ async def sync(pool: Any, store: JobStore, account: ImapAccount, identity: Ident
 async def quick_clean(pool: Any, identity: Identity) -> dict[str, Any]:
     deps = GraphDeps(pool=pool, store=JobStore(pool), settings=settings_for(identity))
     [quick_clean_inbox, _] = make_triage_tools(deps)
-    return json.loads(await quick_clean_inbox.ainvoke({}))
+    return await artifact(quick_clean_inbox)
 
 
 async def verdicts(pool: Any) -> dict[str, tuple[bool | None, str | None]]:

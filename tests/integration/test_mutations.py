@@ -8,7 +8,7 @@ from typing import Any
 
 from app.config import ImapAccount, Settings
 from app.graph.deps import GraphDeps
-from app.graph.planner import ScriptedPlanner
+from app.graph.offline_model import ScriptedPlanner
 from app.graph.service import ChatService
 from app.jobs.models import Job, JobStatus, JobType
 from app.jobs.store import ChangeState, JobStore

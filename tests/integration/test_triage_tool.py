@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from app.config import Settings
 from app.graph.deps import GraphDeps
-from app.graph.planner import ScriptedPlanner
+from app.graph.offline_model import ScriptedPlanner
 from app.graph.service import ChatService
-from app.graph.triage_tools import make_triage_tools
+from app.graph.tools.triage import make_triage_tools
 from app.jobs.store import JobStore
 from tests.support.mirror_fixtures import email, github, insert_emails
+from tests.support.tools import artifact
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)  # 10:00 in New York
 TZ = "America/New_York"
@@ -73,7 +74,7 @@ async def deps(pool: Any) -> GraphDeps:
 
 async def call(deps: GraphDeps, **args: Any) -> dict[str, Any]:
     [_, top] = make_triage_tools(deps)
-    return json.loads(await top.ainvoke(args))
+    return await artifact(top, **args)
 
 
 async def test_results_are_sorted_and_carry_scores_and_reasons(deps: GraphDeps) -> None:
@@ -115,8 +116,11 @@ async def test_ties_are_broken_by_newest_first(deps: GraphDeps) -> None:
 
 
 async def test_bad_filter_or_category_is_a_clear_error(deps: GraphDeps) -> None:
-    assert "error" in await call(deps, category="bogus", n=5, filters=[])
-    assert "error" in await call(deps, category=None, n=5, filters=["tomorrow"])
+    """The tool's schema refuses them, naming what is allowed (the model reads it)."""
+    with pytest.raises(ValidationError, match="action_required"):
+        await call(deps, category="bogus", n=5, filters=[])
+    with pytest.raises(ValidationError, match="today"):
+        await call(deps, category=None, n=5, filters=["tomorrow"])
 
 
 async def test_chat_prompt_triggers_the_tool_and_lists_the_expected_messages(
@@ -136,7 +140,7 @@ async def test_chat_prompt_triggers_the_tool_and_lists_the_expected_messages(
         }
     ]
     expected = await call(deps, category="action_required", n=10, filters=["today"])
-    answer = turn.messages[-1]["content"]
+    answer = turn.messages[-1].text
     for r in expected["results"]:
         assert r["subject"] in answer
     assert "Late night" not in answer and "Old ask" not in answer
@@ -161,7 +165,7 @@ FROM generate_series(1, %(n)s) AS g
 
 async def clean(deps: GraphDeps, **args: Any) -> dict[str, Any]:
     [quick, _] = make_triage_tools(deps)
-    return json.loads(await quick.ainvoke(args))
+    return await artifact(quick, **args)
 
 
 async def add_filler(deps: GraphDeps, n: int) -> None:

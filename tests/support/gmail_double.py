@@ -6,9 +6,11 @@ the ``\\Inbox`` label), in ``[Gmail]/All Mail`` (always, unless spam or trash) a
 per user label, every copy with the same X-GM-MSGID, X-GM-THRID and one shared label list
 (tests/support/hoodiecrow/plugins/gmail_labels.js).
 
-Known differences from real Gmail, by design of the double: label changes have no side effects
-on folders (removing ``\\Inbox`` leaves the INBOX copy in place), UIDs are per folder copy as on
-Gmail, ``CHANGEDSINCE`` returns everything, there is no ``SEARCH MODSEQ`` and no X-GM-RAW.
+Labels and flags are shared by every copy of a message, and a change moves every copy's MODSEQ.
+Known differences from real Gmail, by design of the double: unless ``side_effects=True``, label
+changes have no side effects on folders (removing ``\\Inbox`` leaves the INBOX copy in place);
+UIDs are per folder copy as on Gmail, ``CHANGEDSINCE`` returns everything, there is no
+``SEARCH MODSEQ`` and no X-GM-RAW.
 """
 
 from __future__ import annotations
@@ -113,12 +115,17 @@ class GmailDouble:
         storage: dict[str, Any],
         users: dict[str, dict[str, Any]] | None = None,
         plugins: list[str] | None = None,
+        *,
+        side_effects: bool = False,
     ) -> None:
+        """`side_effects`: label changes move folder copies as on real Gmail (removing
+        ``\\Inbox`` expunges the INBOX copy, adding a label appends a copy under a new UID)."""
         self.users = users or {
             "piper@gmail.test": {"password": "app-password", "tokens": ["initial-access-token"]}
         }
         self.storage = storage
         self.plugins = plugins
+        self.side_effects = side_effects
         self.host = "127.0.0.1"
         self.port = 0
         self._proc: subprocess.Popen[str] | None = None
@@ -135,6 +142,7 @@ class GmailDouble:
                 for name, u in self.users.items()
             },
             "port": 0,
+            "sideEffects": self.side_effects,
         }
         if self.plugins is not None:
             config["plugins"] = self.plugins
@@ -204,6 +212,14 @@ class GmailDouble:
 
     def revoke(self, user: str) -> None:
         self._command(f'XPIPER REVOKE "{user}"')
+
+    def set_side_effects(self, on: bool) -> None:
+        """Switch Gmail's folder side effects of label changes at run time."""
+        self._command(f"XPIPER SIDEEFFECTS {'ON' if on else 'OFF'}")
+
+    def over_quota(self, fetches: int) -> None:
+        """The next `fetches` UID FETCH commands fail with Gmail's bandwidth error."""
+        self._command(f"XPIPER OVERQUOTA {fetches}")
 
     def limit_connections(self, n: int) -> None:
         """Refuse connections beyond n open, as Gmail does past its per-account limit."""

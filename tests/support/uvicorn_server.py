@@ -30,14 +30,12 @@ class RunningServer:
 
 
 @contextmanager
-def serve(database_url: str, **settings: Any) -> Iterator[RunningServer]:
-    from app.web.main import create_app
-
-    values: dict[str, Any] = {"database_url": database_url, "sse_poll_seconds": 0.5}
-    values.update(settings)
-    app = create_app(Settings(**values))
+def serve_asgi(app: Any, *, lifespan: str = "on") -> Iterator[tuple[str, uvicorn.Server]]:
+    """Any ASGI app on a free loopback port, in a thread: (base URL, server)."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -47,7 +45,17 @@ def serve(database_url: str, **settings: Any) -> Iterator[RunningServer]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", server, database_url)
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@contextmanager
+def serve(database_url: str, **settings: Any) -> Iterator[RunningServer]:
+    from app.web.main import create_app
+
+    values: dict[str, Any] = {"database_url": database_url, "sse_poll_seconds": 0.5}
+    values.update(settings)
+    with serve_asgi(create_app(Settings(**values))) as (url, server):
+        yield RunningServer(url, server, database_url)

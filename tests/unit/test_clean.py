@@ -21,7 +21,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "clean"
 ME = Identity(
     email="alex.roy@example.com", name="Alex Roy", aliases=("aroy@example.com", "aroy@netskope.com")
 )
-FETCH_PREFIX = 65536  # what sync fetches of each message (BODY.PEEK[]<0.65536>)
+# Enough to hold these fixtures whole unless a test says otherwise (the parser's part; what
+# a sync downloads, header + BODY_PREFIX_BYTES of body, is executor/handlers/sync.py's).
+FETCH_PREFIX = 65536
 
 
 @dataclass

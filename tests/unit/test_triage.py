@@ -152,7 +152,7 @@ def test_stored_scores_are_the_live_verdicts_and_deterministic() -> None:
 def test_today_is_the_local_calendar_day_even_across_a_dst_change() -> None:
     from zoneinfo import ZoneInfo
 
-    from app.graph.triage_tools import day_bounds
+    from app.graph.tools.triage import day_bounds
 
     ny = ZoneInfo("America/New_York")
     start, end = day_bounds(datetime(2026, 11, 1, 15, tzinfo=UTC), ny)  # DST ends that day

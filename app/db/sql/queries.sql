@@ -285,7 +285,7 @@ INSERT INTO emails (
     has_attachments, size, modseq, mentions_you, mention_identity,
     triage_category, triage_confidence, triage_reasons, triage_zoom, clean_candidate,
     clean_confidence, clean_category, clean_signals, clean_excluded, clean_direct, scores_version,
-    synced_at)
+    gm_msgid, gm_thrid, synced_at)
 VALUES (
     %(folder)s, %(uidvalidity)s, %(uid)s, %(message_id)s, %(in_reply_to)s, %(from_addr)s, %(from_name)s,
     %(to_addrs)s, %(cc_addrs)s, %(to_display)s, %(cc_display)s, %(reply_to)s, %(subject)s, %(date)s,
@@ -294,7 +294,7 @@ VALUES (
     %(mentions_you)s, %(mention_identity)s,
     %(triage_category)s, %(triage_confidence)s, %(triage_reasons)s, %(triage_zoom)s, %(clean_candidate)s,
     %(clean_confidence)s, %(clean_category)s, %(clean_signals)s, %(clean_excluded)s, %(clean_direct)s,
-    %(scores_version)s, now())
+    %(scores_version)s, %(gm_msgid)s, %(gm_thrid)s, now())
 ON CONFLICT (folder, uidvalidity, uid) DO UPDATE SET
     message_id = EXCLUDED.message_id, in_reply_to = EXCLUDED.in_reply_to,
     from_addr = EXCLUDED.from_addr, from_name = EXCLUDED.from_name,
@@ -313,6 +313,7 @@ ON CONFLICT (folder, uidvalidity, uid) DO UPDATE SET
     clean_category = EXCLUDED.clean_category, clean_signals = EXCLUDED.clean_signals,
     clean_excluded = EXCLUDED.clean_excluded, clean_direct = EXCLUDED.clean_direct,
     scores_version = EXCLUDED.scores_version,
+    gm_msgid = EXCLUDED.gm_msgid, gm_thrid = EXCLUDED.gm_thrid,
     synced_at = now();
 
 -- name: folder_flags
@@ -322,7 +323,11 @@ SELECT uid, flags FROM emails WHERE folder = %(folder)s AND uidvalidity = %(uidv
 -- \Flagged and \Answered change a message's scores (app/mail/scores.py): when
 -- either changes, the stored scores become stale (never a /clean candidate)
 -- until the rescore job recomputes them from the row.
-UPDATE emails SET flags = %(flags)s, labels = %(labels)s, modseq = coalesce(%(modseq)s, modseq),
+-- A Gmail row (gm_msgid set) keeps its X-GM-LABELS unless new ones are given.
+UPDATE emails SET flags = %(flags)s,
+    labels = CASE WHEN %(gm_labels)s::text[] IS NOT NULL THEN %(gm_labels)s::text[]
+                  WHEN gm_msgid IS NOT NULL THEN labels ELSE %(labels)s::text[] END,
+    modseq = coalesce(%(modseq)s, modseq),
     scores_version = CASE
         WHEN ('\Flagged' = ANY (flags)) IS DISTINCT FROM ('\Flagged' = ANY (%(flags)s::text[]))
           OR ('\Answered' = ANY (flags)) IS DISTINCT FROM ('\Answered' = ANY (%(flags)s::text[]))
@@ -498,7 +503,7 @@ LIMIT %(limit)s;
 SELECT e.folder, e.uidvalidity, e.uid, e.message_id, e.from_addr, e.from_name, e.to_addrs, e.cc_addrs,
        e.to_display, e.cc_display, e.subject, e.date, e.flags, e.labels, e.body_excerpt,
        e.list_unsubscribe, e.list_id, e.precedence, e.auto_submitted, e.mentions_you,
-       e.mention_identity
+       e.mention_identity, e.gm_msgid IS NOT NULL AS gmail
 FROM emails e
 JOIN unnest(%(folders)s::text[], %(uidvalidities)s::bigint[], %(uids)s::bigint[])
      WITH ORDINALITY AS k(folder, uidvalidity, uid, n)
@@ -653,11 +658,13 @@ SELECT * FROM imap_job_changes WHERE job_id = %(job_id)s ORDER BY folder, uidval
 -- what it saw first (flags before) is what undo must restore.
 INSERT INTO imap_job_changes (
     job_id, folder, uidvalidity, uid, message_id, subject, state, attempt,
-    flags_before, flags_added, flags_removed, folder_after, uidvalidity_after, uid_floor)
+    flags_before, flags_added, flags_removed, folder_after, uidvalidity_after, uid_floor,
+    gm_msgid, labels_before, labels_added, labels_removed)
 VALUES (
     %(job_id)s, %(folder)s, %(uidvalidity)s, %(uid)s, %(message_id)s, %(subject)s, 'intended',
     %(attempt)s, %(flags_before)s, %(flags_added)s, %(flags_removed)s, %(folder_after)s,
-    %(uidvalidity_after)s, %(uid_floor)s)
+    %(uidvalidity_after)s, %(uid_floor)s,
+    %(gm_msgid)s, %(labels_before)s, %(labels_added)s, %(labels_removed)s)
 ON CONFLICT (job_id, folder, uidvalidity, uid) DO NOTHING;
 
 -- name: change_settle
@@ -669,6 +676,7 @@ UPDATE imap_job_changes SET
     folder_after = coalesce(%(folder_after)s, folder_after),
     uidvalidity_after = coalesce(%(uidvalidity_after)s, uidvalidity_after),
     uid_after = coalesce(%(uid_after)s, uid_after),
+    labels_after = coalesce(%(labels_after)s, labels_after),
     reason = %(reason)s,
     updated_at = now()
 WHERE job_id = %(job_id)s AND folder = %(folder)s AND uidvalidity = %(uidvalidity)s
@@ -925,6 +933,48 @@ WITH gone AS (
 UPDATE imap_jobs SET progress = %(progress)s, events_pruned_at = now()
 WHERE job_id = %(job_id)s
 RETURNING (SELECT count(*) FROM gone) AS events;
+
+-- ---------------------------------------------------------------------------
+-- Gmail mode (010): rows keep X-GM-MSGID / X-GM-THRID; labels are X-GM-LABELS.
+
+-- name: folder_state
+SELECT uid, flags, labels FROM emails WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s;
+
+-- name: gmail_copies
+-- Every mirrored copy of these Gmail messages: labels and flags belong to the
+-- message, so each copy follows a change (through update_flags).
+SELECT folder, uidvalidity, uid, gm_msgid FROM emails WHERE gm_msgid = ANY (%(gm_msgids)s::numeric[]);
+
+-- name: gmail_drop_copies
+-- The copies Gmail took away: the message lost the label that showed it in these folders.
+DELETE FROM emails WHERE gm_msgid = %(gm_msgid)s AND folder = ANY (%(folders)s::text[]);
+
+-- name: job_throttle_count
+-- How often a job was handed back because the server said it was over a limit.
+SELECT count(*) AS n FROM imap_job_events
+WHERE job_id = %(job_id)s AND data ->> 'phase' = 'throttled';
+
+-- name: throttle_release
+-- The server refused for a limit (Gmail: too many connections, bandwidth): the
+-- job goes back to pending after a backoff without spending an attempt, with
+-- an event saying why (phase 'throttled', counted by job_throttle_count).
+WITH upd AS (
+    UPDATE imap_jobs SET
+        status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
+        attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END,
+        run_after = now() + make_interval(secs => %(backoff_seconds)s),
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        finished_at = CASE WHEN cancel_requested THEN now() END,
+        last_seq = last_seq + 1
+    WHERE job_id = %(job_id)s AND status = 'running'
+      AND attempt = %(attempt)s AND lease_owner = %(owner)s
+    RETURNING *
+), ev AS (
+    INSERT INTO imap_job_events (job_id, seq, level, message, data)
+    SELECT job_id, last_seq, 'warning', %(message)s, %(data)s FROM upd
+)
+SELECT * FROM upd;
 
 -- name: sync_ranges_load
 -- Parallel first sync: the recorded UID ranges of a folder's first pass

@@ -11,6 +11,7 @@ from markupsafe import Markup
 
 from app.jobs.models import JobStatus, JobType
 from app.web import lag_probe
+from app.web.chat_view import page_turn
 from app.web.deps import ChatDep, SettingsDep, StoreDep, TemplatesDep
 from app.web.fragments import render_card
 from app.web.progress import Progress
@@ -61,6 +62,7 @@ async def index(
         csrf = new_csrf_token()
     thread_id = request.cookies.get(THREAD_COOKIE)
     turn = await chat.view(thread_id) if thread_id and await chat.exists(thread_id) else None
+    shown_turn = page_turn(turn) if turn else None
     recent = await store.list(limit=12)
     shown = {j.job_id for j in recent}
     # Unfinished jobs always get a live card, however many jobs came after them.
@@ -80,7 +82,7 @@ async def index(
         "index.html",
         {
             "csrf": csrf,
-            "turn": turn,
+            "turn": shown_turn,
             "cards": cards,
             "identity": settings.identity_email,
             "demo": settings.demo_mode,

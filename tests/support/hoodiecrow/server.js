@@ -21,6 +21,7 @@ const server = hoodiecrow({
   storage: config.storage,
   users: config.users,
   id: { name: "piper-gmail-double", version: "1" },
+  piper: { sideEffects: !!config.sideEffects },
 });
 server.listen(config.port || 0, "127.0.0.1", function () {
   process.stdout.write("LISTENING " + server.server.address().port + "\n");

@@ -16,23 +16,11 @@ from zoneinfo import ZoneInfo
 from langchain_core.tools import BaseTool, tool
 
 from app.graph.deps import GraphDeps
-from app.graph.tools import dumps
+from app.graph.tools.mailbox import brief
+from app.graph.tools.results import ToolOutput, mail_data
+from app.graph.tools.schemas import MAX_CLEAN_CANDIDATES, QuickCleanArgs, TopArgs
 from app.mail import mirror_reads
 from app.mail.scores import SCORES_VERSION
-from app.mail.triage import CATEGORIES
-
-MAX_CLEAN_CANDIDATES = 300
-FILTERS = ("today", "unread", "zoom")
-
-
-def _brief(row: mirror_reads.ScoredRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "date": row.date.isoformat() if row.date else None,
-        "from": row.sender,
-        "subject": row.subject,
-        "unread": row.unread,
-    }
 
 
 def day_bounds(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
@@ -62,7 +50,7 @@ async def rank(
     )
     return [
         {
-            **_brief(row),
+            **brief(row),
             "category": row.category,
             "confidence": row.confidence,
             "reasons": row.reasons,
@@ -72,17 +60,17 @@ async def rank(
     ]
 
 
-def _clean_result(rows: list[mirror_reads.ScoredRow], counts: dict[str, int]) -> str:
+def _clean_result(rows: list[mirror_reads.ScoredRow], counts: dict[str, int]) -> ToolOutput:
     candidates = [
         {
-            **_brief(row),
+            **brief(row),
             "confidence": row.confidence,
             "category": row.category,
             "signals": row.reasons,
         }
         for row in rows
     ]
-    return dumps(
+    return mail_data(
         {
             "candidates": candidates,
             "scanned": counts["scanned"],
@@ -94,44 +82,36 @@ def _clean_result(rows: list[mirror_reads.ScoredRow], counts: dict[str, int]) ->
 
 
 def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
-    @tool
-    async def quick_clean_inbox(limit: int = MAX_CLEAN_CANDIDATES) -> str:
+    @tool(args_schema=QuickCleanArgs, response_format="content_and_artifact")
+    async def quick_clean_inbox(limit: int = MAX_CLEAN_CANDIDATES) -> ToolOutput:
         """Find newsletters, notifications and other bulk mail in the INBOX that are safe
         to clean up. Read-only. Never returns mail addressed to the person (To/CC),
         mail mentioning them anywhere (name or address, the whole message checked when
         it was synced), or flagged mail. Each candidate has a confidence (0-1), a
         category and the signals behind it. `not_yet_checked` counts messages left
         out because they were not yet checked against the current identity (a
-        rescore job is on its way)."""
+        rescore job is on its way). To clean them, pass their ids to
+        execute_clean_batch."""
         rows, counts = await mirror_reads.clean_candidates(
             deps.pool,
             folder="INBOX",
-            limit=max(1, min(limit, MAX_CLEAN_CANDIDATES)),
+            limit=limit,
             version=SCORES_VERSION,
             fingerprint=deps.identity.fingerprint,
         )
-        # Up to 300 candidates: rendered off the event loop.
+        # Up to 300 candidates: serialised off the event loop.
         return await asyncio.to_thread(_clean_result, rows, counts)
 
-    @tool
+    @tool(args_schema=TopArgs, response_format="content_and_artifact")
     async def top_by_confidence(
         category: str | None = "action_required", n: int = 10, filters: list[str] | None = None
-    ) -> str:
-        """Rank INBOX messages by triage confidence. category: one of action_required,
-        fyi, newsletter, notification, cleanup (or null for any). filters, combinable:
-        "today" (in the person's timezone), "unread", "zoom" (Zoom invites or links).
+    ) -> ToolOutput:
+        """Rank INBOX messages by triage confidence within a category (or any).
         Sorted by confidence, ties by newest first. Each result has the score and reasons;
         `stale: true` marks a score computed under older rules or another identity
         (being recomputed), and `stale_scores` counts such messages in the INBOX."""
-        filters = [f for f in (filters or []) if f]
-        bad = [f for f in filters if f not in FILTERS]
-        if category is not None and category not in CATEGORIES:
-            return dumps(
-                {"error": f"unknown category {category!r}; use one of {', '.join(CATEGORIES)}"}
-            )
-        if bad:
-            return dumps({"error": f"unknown filter(s) {bad}; use {', '.join(FILTERS)}"})
-        results = await rank(deps, category=category, n=max(1, min(n, 200)), filters=filters)
+        filters = list(dict.fromkeys(filters or []))
+        results = await rank(deps, category=category, n=n, filters=filters)
         stale = await mirror_reads.stale_score_count(
             deps.pool,
             folder="INBOX",
@@ -142,6 +122,6 @@ def make_triage_tools(deps: GraphDeps) -> list[BaseTool]:
         if stale:
             # Ranked by the scores they have (or left out if never scored): say so.
             out["stale_scores"] = stale
-        return dumps(out)
+        return mail_data(out)
 
     return [quick_clean_inbox, top_by_confidence]

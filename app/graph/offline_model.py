@@ -1,8 +1,11 @@
 """The default, offline planner: a LangChain chat model that turns slash commands
 and plain requests into tool calls, with no network.
 
-It is a real `BaseChatModel` with `bind_tools`, so the graph treats it exactly
-like an LLM; `SECRETARY_CHAT_MODEL` swaps in a real one (see `load_chat_model`).
+It is a real `BaseChatModel` with `bind_tools` (and token streaming), so the
+graph treats it exactly like an LLM; `SECRETARY_CHAT_MODEL` swaps in a real one
+(app/graph/chat_model.py). A plan of several steps ("find these, then mark them
+read") is kept in its own message's `additional_kwargs`, never in a tool's
+arguments: the tools take only what any model should choose.
 """
 
 from __future__ import annotations
@@ -10,28 +13,23 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+)
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 
 from app.jobs.models import TERMINAL_STATUSES, UNDOABLE_JOB_TYPES
-
-SYSTEM_PROMPT = """You are Piper, a careful email secretary for one person.
-You read a mirror of their mailbox and can: sync it (sync_mailbox), search it
-(search_emails), report job status (job_status), find cleanup candidates
-(quick_clean_inbox), rank mail by priority (top_by_confidence), and change the
-mailbox: mark read / unread (mark_read, mark_unread), move (move_emails), apply
-or remove labels including `Secretary/Auto-Cleaned` (apply_label), clean bulk
-mail (execute_clean_batch) and undo an earlier change (undo_job).
-Every change to the mailbox waits for the person's explicit approval in the chat,
-which shows them the exact messages; nothing is ever deleted. Never propose
-cleaning mail addressed to the person (To or CC) or that mentions their name.
-Pass message ids exactly as the search tools returned them."""
 
 HELP_TEXT = """I'm Piper, your email secretary. I work on a copy of your mailbox and change nothing without your approval.
 • /sync — refresh my copy of your mailbox (progress shows on the right)
@@ -169,6 +167,7 @@ def _plan_triage(low: str) -> AIMessage | None:
 
 
 def _search_then(phrase: str, then: str | None, **extra: Any) -> AIMessage:
+    """Search first; what to do with the result is this planner's own note."""
     phrase = phrase.strip()
     args: dict[str, Any] = {"limit": 100}
     m = re.match(r"(?:(?:the|all|my)\s+)*(?:emails?|messages?|mail)\s+from\s+(.+)$", phrase)
@@ -176,19 +175,23 @@ def _search_then(phrase: str, then: str | None, **extra: Any) -> AIMessage:
         args["from_contains"] = m.group(1).strip(" '\"")
     else:
         args["text"] = " ".join(_words(phrase))
+    plan: dict[str, Any] = {}
     if then:
-        args["then"] = then
-        if extra.pop("unread", None):
+        plan = {"then": then, **{k: v for k, v in extra.items() if v is not None}}
+        if plan.pop("unread", None):
             args["unread"] = True
-    args.update({k: v for k, v in extra.items() if v is not None})
-    return AIMessage(content="", tool_calls=[_call("search_emails", args)])
+    return AIMessage(
+        content="",
+        tool_calls=[_call("search_emails", args)],
+        additional_kwargs={"piper_plan": plan} if plan else {},
+    )
 
 
 def _result(msg: ToolMessage) -> Any:
-    try:
-        return json.loads(msg.content) if isinstance(msg.content, str) else msg.content
-    except json.JSONDecodeError:
-        return {"text": msg.content}
+    """The tool's artifact; a failed call (no artifact) as {"error": text}."""
+    if isinstance(msg.artifact, dict):
+        return msg.artifact
+    return {"error": str(msg.content)}
 
 
 def follow_up(issuer: AIMessage, results: Sequence[ToolMessage]) -> AIMessage:
@@ -197,24 +200,23 @@ def follow_up(issuer: AIMessage, results: Sequence[ToolMessage]) -> AIMessage:
     lines: list[str] = []
     for msg in results:
         call = calls.get(msg.tool_call_id, {"name": msg.name or "", "args": {}})
-        name, args, data = call["name"], call.get("args", {}), _result(msg)
-        if getattr(msg, "status", None) == "error" or (
-            isinstance(data, dict) and "rejected" in data
-        ):
-            lines.append(str(data.get("message") if isinstance(data, dict) else data))
+        name, data = call["name"], _result(msg)
+        if "rejected" in data:
+            lines.append(str(data.get("message")))
             continue
-        if isinstance(data, dict) and data.get("error"):
+        if data.get("error"):
             lines.append(f"Sorry — {data['error']}.")
             continue
-        if name == "search_emails" and args.get("then"):
+        plan = issuer.additional_kwargs.get("piper_plan") or {}
+        if name == "search_emails" and plan.get("then"):
             ids = [e["id"] for e in data.get("emails", [])]
             if not ids:
                 return AIMessage(
                     content="I found no matching messages in your mailbox copy, so there is nothing to change."
                 )
-            params = {k: args[k] for k in ("target_folder", "label") if args.get(k)}
+            params = {k: plan[k] for k in ("target_folder", "label") if plan.get(k)}
             return AIMessage(
-                content="", tool_calls=[_call(args["then"], {"messages": ids, **params})]
+                content="", tool_calls=[_call(plan["then"], {"messages": ids, **params})]
             )
         if name == "quick_clean_inbox":
             ids = [c["id"] for c in data.get("candidates", [])]
@@ -336,6 +338,33 @@ class ScriptedPlanner(BaseChatModel):
         names = [getattr(t, "name", None) or getattr(t, "__name__", str(t)) for t in tools]
         return self.model_copy(update={"tool_names": names})
 
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Word by word, like a provider streams (tool calls in one piece), so the
+        page shows the offline planner's answers the way it shows an LLM's."""
+        reply = self.respond(messages)
+        if reply.tool_calls:
+            chunk = AIMessageChunk(
+                content="",
+                additional_kwargs=reply.additional_kwargs,
+                tool_call_chunks=[
+                    tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+                    for i, c in enumerate(reply.tool_calls)
+                ],
+            )
+            yield ChatGenerationChunk(message=chunk)
+            return
+        for piece in re.findall(r"\s*\S+", str(reply.content)) or [""]:
+            generation = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece, chunk=generation)
+            yield generation
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -361,17 +390,3 @@ class ScriptedPlanner(BaseChatModel):
                     return follow_up(msg, results)
                 break
         return AIMessage(content="How can I help with your mail?")
-
-
-def load_chat_model(spec: str | None) -> BaseChatModel:
-    """The offline planner by default; `provider:model` loads a real LLM."""
-    if not spec or spec in ("scripted", "offline"):
-        return ScriptedPlanner()
-    try:
-        from langchain.chat_models import init_chat_model  # type: ignore[import-not-found]
-    except ImportError as exc:  # pragma: no cover - optional dependency
-        raise RuntimeError(
-            f"SECRETARY_CHAT_MODEL={spec!r} needs `pip install langchain` plus the provider package "
-            "(e.g. langchain-openai, langchain-anthropic, langchain-ollama)"
-        ) from exc
-    return init_chat_model(spec)
