@@ -152,12 +152,12 @@ async def test_a_failing_range_is_retried_from_the_recorded_ranges_without_gaps_
     failed: list[int] = []
     asked: list[list[int]] = []
 
-    def flaky_fetch(fetcher: UidFetcher, uids: Sequence[int], condstore: bool) -> Any:
+    def flaky_fetch(fetcher: UidFetcher, uids: Sequence[int], *args: Any) -> Any:
         asked.append(list(uids))
         if not failed and max(uids) > 200:
             failed.append(max(uids))
             raise ConnectionResetError("injected: the connection of one range broke")
-        return real_fetch(fetcher, uids, condstore)
+        return real_fetch(fetcher, uids, *args)
 
     monkeypatch.setattr(sync_handler, "fetch_raw", flaky_fetch)
     async with running_executor(str(pool.conninfo), imap_account, settings=settings()):
