@@ -36,6 +36,10 @@ from tests.support.executor_harness import (
     wait_for_job,
 )
 from tests.support.figures import report
+from tests.support.gmail_double import GmailMessage
+from tests.support.gmail_mailbox import double, labelled, needs_node
+from tests.support.gmail_mailbox import mirror_rows as gmail_rows
+from tests.support.gmail_mailbox import sync as gmail_sync
 
 SEED = int(os.environ.get("PIPER_CHAOS_SEED", "20261205"))
 BATCH = 10
@@ -351,3 +355,35 @@ async def test_kill_9_at_random_points_of_a_parallel_first_sync_then_the_mirror_
         f"parallel first sync chaos: {len(killed_at)} kill(s) mid-sync at processed={killed_at}, "
         f"attempts={done.attempt}, mirror equal to the server"
     )
+
+
+# -- Gmail -----------------------------------------------------------------------------
+
+
+@needs_node
+async def test_a_split_first_sync_on_gmail_keeps_labels_ids_and_the_download_budget(
+    store: JobStore, pool: Any
+) -> None:
+    """Against the Gmail double: every range fetches X-GM-LABELS/MSGID/THRID and
+    the bounded body prefix, whichever connection it went over."""
+    rng = random.Random(SEED)
+    messages = [
+        GmailMessage(
+            m.raw.decode("utf-8", "replace"),
+            labels=["\\Inbox", *(["Work"] if rng.random() < 0.3 else [])],
+            flags=["\\Seen"] if rng.random() < 0.5 else [],
+        )
+        for m in generate_mailbox(160, seed=5)
+    ]
+    with double(messages) as d:
+        summary = await gmail_sync(store, pool, d, sync_batch_size=10, sync_first_connections=3)
+        server = labelled(d)
+    assert summary["folders"]["INBOX"]["connections"] == 3
+    assert summary["messages_fetched"] == summary["processed"] == 160
+    assert summary["bytes_fetched"] / 160 <= 16 * 1024
+    rows = await gmail_rows(pool)
+    assert len(rows) == 160 and len({r["gm_msgid"] for r in rows}) == 160
+    for r in rows:
+        labels, flags = server[r["gm_msgid"]]
+        assert set(r["labels"]) == labels and set(r["flags"]) == flags
+        assert r["gm_thrid"] is not None
