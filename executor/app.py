@@ -1,5 +1,7 @@
-"""The imap-executor: a fixed pool of workers fed by one producer, plus the
-lease renewer, the reaper and the listener; and for the live mirror the
+"""The imap-executor: a fixed pool of workers fed by one producer and by the
+completer (which writes the workers' events and completions in batches and
+claims each freed worker's next job in the same statement), plus the lease
+renewer, the reaper and the listener; and for the live mirror the
 connection budget keeper, the INBOX watcher and the interval sweeper. Several
 executors (on one host or many) can share a database: claims skip each other's
 locked rows, one of them watches, and all count against one connection budget."""
@@ -19,9 +21,10 @@ import psycopg
 
 from app.config import ImapAccount, Settings
 from app.db.pool import open_pool
-from app.jobs.models import Job
+from app.jobs.models import Job, Lease
 from app.jobs.store import JobStore
 from executor.cleaner import Cleaner
+from executor.completer import Completer
 from executor.connection_budget import WATCHER, BudgetKeeper, ConnectionBudget, account_key
 from executor.context import JobContext
 from executor.handlers import Handler
@@ -98,6 +101,7 @@ class Executor:
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
         self.services: list[Service] = []
+        self.completer: Completer | None = None  # made by run()
 
     def in_flight(self) -> list[JobContext]:
         return [s.current for s in self.slots if s.current is not None]
@@ -108,11 +112,17 @@ class Executor:
         self.wake.set()
 
     async def run(self) -> None:
-        pool = await open_pool(self.conninfo, min_size=1, max_size=2 * len(self.slots) + 6)
+        pool = await open_pool(
+            self.conninfo, min_size=1, max_size=2 * len(self.slots) + 6, quick_check=True
+        )
         store = JobStore(pool)
         lease = self.settings.lease_seconds
         self.budget.bind(pool)
+        self.completer = Completer(
+            store, lease_seconds=lease, job_types=self.job_types, stopping=self.stopping
+        )
         self.services = services = [
+            self.completer,
             LeaseRenewer(store, self.in_flight, lease),
             Reaper(store, max(0.5, lease / 2), self.wake),
             Listener(self.conninfo, self.wake),
@@ -197,18 +207,30 @@ class Executor:
 
     def _start(self, job: Job, slot: WorkerSlot, store: JobStore, claimed_at: float) -> None:
         async def runner() -> None:
+            # The completer may hand this worker its next job with each completion.
+            handoff: tuple[Job, float] | None = (job, claimed_at)
             try:
-                await run_job(
-                    job,
-                    slot,
-                    store,
-                    self.settings,
-                    handlers=self.handlers,
-                    parser=self.parser,
-                    claimed_at=claimed_at,
-                )
-            except Exception:
-                log.exception("worker %s: job_id=%s escaped its handler", slot.owner, job.job_id)
+                while handoff is not None:
+                    current, at = handoff
+                    handoff = None
+                    try:
+                        handoff = await run_job(
+                            current,
+                            slot,
+                            store,
+                            self.settings,
+                            handlers=self.handlers,
+                            parser=self.parser,
+                            claimed_at=at,
+                            completer=self.completer,
+                        )
+                    except Exception:
+                        log.exception(
+                            "worker %s: job_id=%s escaped its handler", slot.owner, current.job_id
+                        )
+                    if handoff is not None and self.stopping.is_set():
+                        await self._hand_back(store, handoff[0])  # claimed as we were stopping
+                        handoff = None
             finally:
                 slot.busy = False
                 self.wake.set()
@@ -217,6 +239,13 @@ class Executor:
         task = asyncio.create_task(runner(), name=slot.owner)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _hand_back(self, store: JobStore, job: Job) -> None:
+        """A job claimed for a worker that will not run it goes back, its attempt unspent."""
+        try:
+            await store.release(Lease.of(job))
+        except psycopg.Error as exc:
+            log.warning("could not release job_id=%s (%s); its lease will expire", job.job_id, exc)
 
     async def _drain(self) -> None:
         """Let in-flight jobs finish for a while, then ask them to hand back."""

@@ -35,17 +35,20 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import imapclient
 from imapclient.exceptions import IMAPClientError
 
 from app.config import ImapAccount, Settings
 from app.jobs.models import Job, Lease, LeaseLost
-from app.jobs.store import JobStore
+from app.jobs.store import JobStore, JobWrite, ProgressResult, WriteKind
 from executor import throttle
 from executor.imap_session import ImapSession
 from executor.parsing import ParserPool
+
+if TYPE_CHECKING:
+    from executor.completer import Completer
 
 log = logging.getLogger("executor.job")
 T = TypeVar("T")
@@ -89,6 +92,9 @@ class JobContext:
     settings: Settings
     worker: str
     parser: ParserPool | None = None
+    # Batches progress written outside a fenced transaction with other workers'
+    # writes (executor/completer.py); without it each is written on its own.
+    completer: Completer | None = None
     cancel_seen: bool = False
     lease_lost: bool = False
     stopping: bool = False
@@ -103,6 +109,8 @@ class JobContext:
     total_estimate: int | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     imap: LeaseBoundImap = field(init=False, repr=False)
+    # Progress events written behind (`progress(wait=False)`), not yet committed.
+    _behind: set[asyncio.Future[Any]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.imap = LeaseBoundImap(self.session, self)
@@ -144,7 +152,23 @@ class JobContext:
         level: str = "info",
         data: dict[str, Any] | None = None,
         conn: Any = None,
+        wait: bool = True,
     ) -> None:
+        """Append an event (and move the counters it reports), fenced by the lease.
+
+        Inside a fenced transaction pass its `conn`: the event commits with it.
+        Otherwise the event goes into the completer's next batch with the other
+        workers' writes, and this returns once it is committed: it raises
+        `LeaseLost` if the lease was lost, and notes a cancel request.
+
+        `wait=False` is for events nothing depends on (a "starting" note, a
+        heartbeat): the event is queued and this returns at once. It still
+        takes the job's next seq, after the job's earlier writes and before its
+        completion (which it usually shares a batch with); a lost lease or a
+        cancel request it comes back with reaches the context like a renewal's
+        (`checkpoint` raises). A fenced transaction opened after it may commit
+        first, and if its batch fails it is logged and dropped. Without a
+        completer it is written at once, as with `wait=True`."""
         if processed is not None:
             self.processed = processed
         if total_estimate is not None:
@@ -154,16 +178,22 @@ class JobContext:
             "total_estimate": self.total_estimate,
             **(data or {}),
         }
+        write = JobWrite(
+            WriteKind.PROGRESS,
+            self.lease,
+            message,
+            processed=processed,
+            total_estimate=total_estimate,
+            level=level,
+            data=payload,
+        )
         try:
-            result = await self.store.progress(
-                self.lease,
-                message,
-                processed=processed,
-                total_estimate=total_estimate,
-                level=level,
-                data=payload,
-                conn=conn,
-            )
+            if conn is not None or self.completer is None:
+                result = await self._write_direct(write, conn)
+            elif not wait and self._write_behind(write):
+                return
+            else:
+                result = await self._batched_progress(write)
         except LeaseLost:
             self.lease_lost = True
             raise
@@ -176,6 +206,73 @@ class JobContext:
             self.total_estimate,
             message,
         )
+
+    async def _write_direct(self, write: JobWrite, conn: Any = None) -> ProgressResult:
+        """The `progress` query on its own (in `conn`'s transaction when given)."""
+        return await self.store.progress(
+            write.lease,
+            write.message,
+            processed=write.processed,
+            total_estimate=write.total_estimate,
+            level=write.level,
+            data=write.data,
+            conn=conn,
+        )
+
+    async def _batched_progress(self, write: JobWrite) -> ProgressResult:
+        """The `progress` write through the completer, or on its own when the
+        completer's batch was not written (nothing of a failed batch is kept)."""
+        from executor.completer import WriteFailed
+
+        assert self.completer is not None
+        try:
+            written = await self.completer.write(write)
+        except WriteFailed as exc:
+            log.warning("job_id=%s: %s; writing the event directly", self.job.job_id, exc)
+            return await self._write_direct(write)
+        if written.job is None or written.seq is None:
+            raise LeaseLost(
+                f"job {self.job.job_id} attempt {self.lease.attempt} is no longer held by "
+                f"{self.lease.owner}"
+            )
+        return ProgressResult(seq=written.seq, cancel_requested=written.job.cancel_requested)
+
+    def _write_behind(self, write: JobWrite) -> bool:
+        """Queue `write` in the completer without waiting; False if it is not running."""
+        from executor.completer import WriteFailed
+
+        assert self.completer is not None
+        try:
+            future = self.completer.submit(write)
+        except WriteFailed:
+            return False
+        self._behind.add(future)
+        future.add_done_callback(self._written_behind)
+        return True
+
+    def _written_behind(self, future: asyncio.Future[Any]) -> None:
+        self._behind.discard(future)
+        if future.cancelled():
+            return
+        if (exc := future.exception()) is not None:
+            log.warning("job_id=%s: an event written behind was lost: %s", self.job.job_id, exc)
+            return
+        written = future.result()
+        if written.job is None:
+            self.lease_lost = True
+            log.warning(
+                "lease lost job_id=%s worker=%s (event written behind)",
+                self.job.job_id,
+                self.worker,
+            )
+        elif written.job.cancel_requested:
+            self.cancel_seen = True
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait (a while) until the events written behind are committed or lost,
+        so that a write made next, outside the completer, comes after them."""
+        if self._behind:
+            await asyncio.wait(list(self._behind), timeout=timeout)
 
     async def event(
         self, message: str, *, level: str = "info", data: dict[str, Any] | None = None

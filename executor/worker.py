@@ -14,8 +14,9 @@ from imapclient.exceptions import IMAPClientError
 
 from app.config import Settings
 from app.jobs.models import Job, JobStatus, Lease, LeaseLost
-from app.jobs.store import JobStore
+from app.jobs.store import JobStore, JobWrite, WriteKind
 from executor import throttle
+from executor.completer import Completer, WriteFailed, Written
 from executor.context import (
     JobCancelled,
     JobContext,
@@ -65,9 +66,14 @@ async def run_job(
     handlers: Mapping[object, Handler] | None = None,
     parser: ParserPool | None = None,
     claimed_at: float | None = None,
-) -> None:
+    completer: Completer | None = None,
+) -> tuple[Job, float] | None:
     """Run `job` on `slot`. `claimed_at` is the monotonic time the claim query
-    was sent: the lease is trusted from then, not from when the job started."""
+    was sent: the lease is trusted from then, not from when the job started.
+
+    With a `completer`, a completed job's completion goes into its next batch,
+    which may claim this worker's next job: returned with its `claimed_at`,
+    for the caller to run at once."""
     lease = Lease.of(job)
     ctx = JobContext(
         job=job,
@@ -77,6 +83,7 @@ async def run_job(
         settings=settings,
         worker=slot.owner,
         parser=parser,
+        completer=completer,
         processed=job.processed,
         total_estimate=job.total_estimate,
     )
@@ -92,21 +99,35 @@ async def run_job(
         job.attempt,
         slot.owner,
     )
+    handoff: Written | None = None
     try:
         try:
             if handler is None:
                 raise PermanentJobError(f"this executor has no handler for {job.job_type} jobs")
             summary = await handler(ctx)
+        except Exception:
+            ctx.finishing = True
+            await ctx.settle()  # its events written behind come before the terminal write
+            raise
         finally:
             ctx.finishing = True  # from here on, only the terminal write is left
-        final = await store.finish(
+        completion = JobWrite(
+            WriteKind.COMPLETE,
             lease,
-            JobStatus.COMPLETED,
             "completed",
             processed=ctx.processed,
             total_estimate=ctx.total_estimate if ctx.total_estimate is not None else ctx.processed,
             data={"summary": summary},
         )
+        if completer is None:
+            final = await _finish_completed(store, completion)
+        else:
+            handoff = await _complete(completer, store, completion)
+            if handoff.job is None:
+                raise LeaseLost(
+                    f"job {job.job_id} attempt {job.attempt}: lease lost before completion"
+                )
+            final = handoff.job
         log.info("end job_id=%s status=%s worker=%s", job.job_id, final.status, slot.owner)
     except JobCancelled:
         await _finish_quietly(
@@ -167,6 +188,31 @@ async def run_job(
     finally:
         ctx.finished = True
         slot.current = None
+    if handoff is not None and handoff.next_job is not None:
+        return handoff.next_job, handoff.claimed_at
+    return None
+
+
+async def _finish_completed(store: JobStore, completion: JobWrite) -> Job:
+    return await store.finish(
+        completion.lease,
+        JobStatus.COMPLETED,
+        completion.message,
+        processed=completion.processed,
+        total_estimate=completion.total_estimate,
+        data=completion.data,
+    )
+
+
+async def _complete(completer: Completer, store: JobStore, completion: JobWrite) -> Written:
+    """Through the completer's batch (which may claim this worker's next job);
+    when that batch was not written, by this worker itself, fenced the same
+    way, so the completion is never lost."""
+    try:
+        return await completer.write(completion, want_next=True)
+    except WriteFailed as exc:
+        log.warning("job_id=%s: %s; writing the completion directly", completion.lease.job_id, exc)
+        return Written(await _finish_completed(store, completion))
 
 
 async def _throttled(store: JobStore, lease: Lease, exc: ServerThrottled) -> None:

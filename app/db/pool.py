@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 
 import psycopg
 from psycopg.rows import dict_row
@@ -29,10 +30,22 @@ class HealingPool(AsyncConnectionPool):
     takes the next connection without a pause.
     """
 
+    # With `quick_check`, a connection is handed out without the round trip
+    # when its socket shows nothing: a backend that was terminated (restart,
+    # failover, pg_terminate_backend) has sent its FATAL and closed, and its
+    # socket reads as ready. Anything readable gets the full check. What it
+    # cannot see is a backend killed a moment ago whose goodbye has not
+    # arrived yet: its caller's query fails instead (the executor's callers
+    # are built for that: a failed write leaves the lease to expire and the
+    # reaper to retry). The web keeps the full check.
+    quick_check = False
+
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection:
         error: Exception | None = None
         for attempt in range(CHECKOUT_ATTEMPTS):
             conn = await super().getconn(timeout)
+            if self.quick_check and _quiet(conn):
+                return conn
             try:
                 await self.check_connection(conn)
             except psycopg.Error as exc:
@@ -47,14 +60,32 @@ class HealingPool(AsyncConnectionPool):
         raise error  # an OperationalError: the web answers 503
 
 
+def _quiet(conn: psycopg.AsyncConnection) -> bool:
+    """An idle connection whose socket has nothing to read (no goodbye, no EOF)."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, psycopg.Error, AttributeError):
+        return False  # no poll() on this platform, or no socket: take the full check
+
+
 async def open_pool(
-    conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0
+    conninfo: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeout: float = 30.0,
+    quick_check: bool = False,
 ) -> AsyncConnectionPool:
     """Autocommit + dict rows: every store query manages its own transaction.
 
     The same settings suit LangGraph's AsyncPostgresSaver, so one pool serves both.
     `timeout` bounds how long a caller waits for a connection while the
-    database is away (the web answers 503 then).
+    database is away (the web answers 503 then). `quick_check` skips the
+    checkout round trip for connections that look alive (see `HealingPool`).
     """
     pool = HealingPool(
         conninfo,
@@ -64,5 +95,6 @@ async def open_pool(
         timeout=timeout,
         open=False,
     )
+    pool.quick_check = quick_check
     await pool.open(wait=True, timeout=30)
     return pool

@@ -27,6 +27,34 @@ class ProgressResult:
     cancel_requested: bool
 
 
+class WriteKind(enum.StrEnum):
+    PROGRESS = "progress"  # an event and the counters it reports (the `progress` query's)
+    COMPLETE = "complete"  # the job's completion (`finish` to completed)
+
+
+@dataclass(frozen=True)
+class JobWrite:
+    """A worker's write that the executor's completer batches with others',
+    fenced by `lease` like the worker's own write would be."""
+
+    kind: WriteKind
+    lease: Lease
+    message: str
+    processed: int | None = None
+    total_estimate: int | None = None
+    level: str = "info"
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class WrittenBatch:
+    """What one `write_and_claim` did: each written job's row after its writes
+    (a job whose lease was lost is not among them), and the jobs it claimed."""
+
+    written: dict[uuid.UUID, Job]
+    claimed: list[Job]
+
+
 @dataclass(frozen=True)
 class Approval:
     approval_id: uuid.UUID
@@ -202,6 +230,19 @@ class ChangeSummary:
     @property
     def touched(self) -> int:
         return self.applied + self.failed + self.intended
+
+
+def _check_batch(writes: Sequence[JobWrite]) -> None:
+    leases: dict[uuid.UUID, Lease] = {}
+    completed: set[uuid.UUID] = set()
+    for w in writes:
+        job_id = w.lease.job_id
+        if leases.setdefault(job_id, w.lease) != w.lease:
+            raise ValueError(f"job {job_id}: writes of one batch under two leases")
+        if job_id in completed:
+            raise ValueError(f"job {job_id}: a write after its completion")
+        if w.kind is WriteKind.COMPLETE:
+            completed.add(job_id)
 
 
 class JobStore:
@@ -431,15 +472,51 @@ class JobStore:
         """Claim at most one job per owner (one owner per free worker)."""
         if not owners:
             return []
+        batch = await self.write_and_claim(
+            (), owners, lease_seconds=lease_seconds, job_types=job_types
+        )
+        return batch.claimed
+
+    async def write_and_claim(
+        self,
+        writes: Sequence[JobWrite],
+        owners: Sequence[str] = (),
+        *,
+        lease_seconds: float,
+        job_types: Iterable[str] | None = None,
+    ) -> WrittenBatch:
+        """Several jobs' progress events and completions, then a claim for
+        `owners`: one statement, one commit. A job's writes are fenced by its
+        lease; when it was lost they change nothing and the job is left out of
+        `written`. A job's events take its next seqs in the order of `writes`;
+        its completion, if any, must be its last write."""
+        _check_batch(writes)
         rows = await self._all(
             "claim",
             {
+                "kinds": [w.kind.value for w in writes],
+                "job_ids": [w.lease.job_id for w in writes],
+                "attempts": [w.lease.attempt for w in writes],
+                "write_owners": [w.lease.owner for w in writes],
+                "processed": [w.processed for w in writes],
+                "totals": [w.total_estimate for w in writes],
+                "levels": [w.level for w in writes],
+                "messages": [w.message for w in writes],
+                "data": [Jsonb(w.data or {}) for w in writes],
                 "owners": list(owners),
                 "lease_seconds": lease_seconds,
                 "job_types": list(job_types) if job_types is not None else None,
             },
         )
-        return [Job.from_row(r) for r in rows]
+        written: dict[uuid.UUID, Job] = {}
+        claimed: list[Job] = []
+        for row in rows:
+            job = Job.from_row(row)
+            if row["outcome"] == "claimed":
+                claimed.append(job)
+            else:
+                written[job.job_id] = job
+        return WrittenBatch(written=written, claimed=claimed)
 
     async def renew_leases(
         self, leases: Sequence[Lease], *, lease_seconds: float

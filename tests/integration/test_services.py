@@ -28,6 +28,7 @@ from app.demo.mailbox import generate_mailbox, seed_via_imap
 from app.jobs.models import JobEvent, JobStatus, JobType, Lease
 from app.jobs.store import JobStore
 from executor.cleaner import Cleaner
+from executor.completer import Completer
 from executor.connection_budget import BudgetKeeper
 from executor.context import JobContext, lease_margin
 from executor.handlers import HANDLERS, Handler
@@ -240,6 +241,8 @@ async def test_every_executor_service_restarts_after_an_unexpected_error_and_job
     crash_once(monkeypatch, crashed, Listener, "tick")
     crash_once(monkeypatch, crashed, BudgetKeeper, "tick")
     crash_once(monkeypatch, crashed, Cleaner, "tick")
+    # The completer fails a batch it already took: its workers write for themselves.
+    crash_once(monkeypatch, crashed, Completer, "_write")
     crash_once(  # on its first renewal of the long job, while that job runs
         monkeypatch,
         crashed,
@@ -271,7 +274,14 @@ async def test_every_executor_service_restarts_after_an_unexpected_error_and_job
 
     assert done.status is JobStatus.COMPLETED, done.error
     assert done.attempt == 1, "the renewer stayed dead and the job lost its lease"
-    assert crashed == {"reaper", "listener", "lease-renewer", "connection-budget", "cleaner"}
+    assert crashed == {
+        "reaper",
+        "listener",
+        "lease-renewer",
+        "connection-budget",
+        "cleaner",
+        "completer",
+    }
     assert set(services) == crashed
     for name, service in services.items():
         assert service.restarts == 1, name

@@ -60,7 +60,66 @@ LIMIT %(limit)s;
 
 -- name: claim
 -- Oldest runnable jobs, one per free worker; each gets its worker's lease.
-WITH picked AS (
+-- The same statement first writes what the executor's completer
+-- (executor/completer.py) gathered from its workers (nothing, for the
+-- producer's claims): progress events and completions, so a batch of them and
+-- the next jobs for the freed workers cost one round trip and one commit.
+--   * the writes of a job are fenced by its status, attempt and owner: when
+--     its lease was lost they match nothing, change nothing, are not returned;
+--   * each write appends one event (a completion last): a job's events take
+--     the next seqs in the order the writes were made (`ord`), counters move
+--     as the `progress` query moves them;
+--   * a completion is `finish`'s to `completed`, or `cancelled` when a cancel
+--     was requested;
+--   * the rows written are locked in job_id order, as renew_leases locks them,
+--     so an executor's completer and lease renewer never deadlock.
+-- Rows come back with `outcome`: 'written' (the job's row after all its
+-- writes) or 'claimed'.
+WITH w AS (
+    SELECT * FROM unnest(%(kinds)s::text[], %(job_ids)s::uuid[], %(attempts)s::int[],
+                         %(write_owners)s::text[], %(processed)s::int[], %(totals)s::int[],
+                         %(levels)s::text[], %(messages)s::text[], %(data)s::jsonb[])
+        WITH ORDINALITY
+        AS w(kind, job_id, attempt, owner, processed, total_estimate, level, message, data, ord)
+), per_job AS (
+    SELECT job_id, min(attempt) AS attempt, min(owner) AS owner, count(*) AS events,
+           bool_or(kind = 'complete') AS completes,
+           max(processed) AS processed,
+           (array_agg(total_estimate ORDER BY ord DESC)
+               FILTER (WHERE total_estimate IS NOT NULL))[1] AS total_estimate
+    FROM w GROUP BY job_id
+), held AS (
+    SELECT per_job.* FROM imap_jobs j JOIN per_job ON j.job_id = per_job.job_id
+    WHERE j.status = 'running' AND j.attempt = per_job.attempt AND j.lease_owner = per_job.owner
+    ORDER BY j.job_id
+    FOR NO KEY UPDATE OF j
+), written AS (
+    UPDATE imap_jobs j SET
+        status = CASE WHEN NOT held.completes THEN j.status
+                      WHEN j.cancel_requested THEN 'cancelled' ELSE 'completed' END,
+        processed = greatest(j.processed, coalesce(held.processed, j.processed)),
+        total_estimate = coalesce(held.total_estimate, j.total_estimate),
+        lease_owner = CASE WHEN NOT held.completes THEN j.lease_owner END,
+        lease_expires_at = CASE WHEN NOT held.completes THEN j.lease_expires_at END,
+        finished_at = CASE WHEN NOT held.completes THEN j.finished_at ELSE now() END,
+        last_seq = j.last_seq + held.events
+    FROM held
+    WHERE j.job_id = held.job_id
+    RETURNING j.*, held.events
+), written_ev AS (
+    INSERT INTO imap_job_events (job_id, seq, level, message, data)
+    SELECT w.job_id,
+           written.last_seq - written.events
+               + row_number() OVER (PARTITION BY w.job_id ORDER BY w.ord),
+           w.level,
+           CASE WHEN w.kind = 'complete' AND written.status = 'cancelled'
+                THEN 'cancelled (the cancel arrived as the work finished)'
+                ELSE w.message END,
+           CASE WHEN w.kind = 'complete'
+                THEN w.data || jsonb_build_object('status', written.status)
+                ELSE w.data END
+    FROM w JOIN written ON written.job_id = w.job_id
+), picked AS (
     SELECT job_id, row_number() OVER (ORDER BY created_at, job_id) AS n
     FROM (
         SELECT job_id, created_at FROM imap_jobs
@@ -87,14 +146,26 @@ WITH picked AS (
            jsonb_build_object('attempt', attempt, 'worker', lease_owner)
     FROM upd
 )
-SELECT * FROM upd;
+SELECT 'written' AS outcome, written.* FROM written
+UNION ALL
+SELECT 'claimed', upd.*, NULL FROM upd;
 
 -- name: renew_leases
 -- One query per process renews every lease it holds; rows not returned were lost.
+-- Rows are locked in job_id order, as `complete_many` locks them: the renewer
+-- and the completer of one executor can then never deadlock on each other.
+WITH held AS (
+    SELECT j.job_id
+    FROM imap_jobs j
+    JOIN unnest(%(job_ids)s::uuid[], %(attempts)s::int[], %(owners)s::text[]) AS l(job_id, attempt, owner)
+      ON j.job_id = l.job_id
+    WHERE j.status = 'running' AND j.attempt = l.attempt AND j.lease_owner = l.owner
+    ORDER BY j.job_id
+    FOR NO KEY UPDATE OF j
+)
 UPDATE imap_jobs j SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-FROM unnest(%(job_ids)s::uuid[], %(attempts)s::int[], %(owners)s::text[]) AS l(job_id, attempt, owner)
-WHERE j.job_id = l.job_id AND j.status = 'running'
-  AND j.attempt = l.attempt AND j.lease_owner = l.owner
+FROM held
+WHERE j.job_id = held.job_id
 RETURNING j.job_id, j.cancel_requested;
 
 -- name: lock_fenced
