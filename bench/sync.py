@@ -24,18 +24,23 @@ round trip for reference.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import random
-import shutil
 import sys
-import tempfile
-import threading
-import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script, this file's folder comes first on sys.path, where
+# bench/queue.py would shadow the standard library's `queue` (asyncio imports it).
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from app.config import ImapAccount  # noqa: E402
 from app.db.pool import open_pool  # noqa: E402
