@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     max_attempts: Annotated[int, Field(ge=1)] = 3
     poll_seconds: Annotated[float, Field(gt=0)] = 2.0
     sync_batch_size: Annotated[int, Field(ge=1)] = 200
+    # IMAP connections a big folder's first sync may use at once (its worker's
+    # own plus borrowed ones), within IMAP_MAX_CONNECTIONS (executor/sync_parallel.py).
+    sync_first_connections: Annotated[int, Field(ge=1)] = 3
     # The live mirror (SPEC §5, §9): IMAP connections per account across all
     # executors (workers and the INBOX watcher), the sweep interval of the other
     # folders, and a switch for the watcher and sweeps (tests turn them off).

@@ -1,6 +1,7 @@
 """Sync throughput against a raw imapclient fetch of the same messages, in one run.
 
     .venv/bin/python bench/sync.py [--messages 10000]
+    .venv/bin/python bench/sync.py --rtt 40 [--connections 3]
 
 Prints messages/s for (a) a raw imapclient FETCH of every message with the
 same items the sync asks for, and (b) a full `sync` job run by a real
@@ -13,21 +14,33 @@ with the check off and on, each into a fresh database, in the same run, plus
 the parse alone per message with and without it. `--big-share` of the mailbox
 is made of messages longer than the fetch prefix, so the server's
 `SEARCH BODY` for the part never downloaded is part of the figure.
+
+With `--rtt MS` it prices a far-away server instead: Dovecot behind a proxy
+that adds MS of round trip (bench/rtt_proxy.py), the same first sync with one
+connection and with `--connections` (a split first sync, executor/sync_parallel.py),
+each into a fresh database, their ratio, and a raw one-connection fetch at that
+round trip for reference.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import random
-import shutil
 import sys
-import tempfile
-import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script, this file's folder comes first on sys.path, where
+# bench/queue.py would shadow the standard library's `queue` (asyncio imports it).
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from app.config import ImapAccount  # noqa: E402
 from app.db.pool import open_pool  # noqa: E402
@@ -36,6 +49,7 @@ from app.demo.mailbox import SeedMessage, generate_mailbox, write_maildir  # noq
 from app.jobs.store import JobStore  # noqa: E402
 from app.mail.identity import Identity  # noqa: E402
 from app.mail.mime import parse_message  # noqa: E402
+from bench.rtt_proxy import DelayProxy  # noqa: E402
 from executor import mentions  # noqa: E402
 from executor.handlers.sync import BODY_PREFIX_BYTES, FETCH_ITEMS  # noqa: E402
 from tests.support.databases import DatabaseFactory, admin_url  # noqa: E402
@@ -121,13 +135,23 @@ def parse_cost(raws: list[bytes], identity: Identity | None) -> float:
 
 
 async def run_sync(
-    database_url: str, account: ImapAccount, batch: int, *, check: bool = True
+    database_url: str,
+    account: ImapAccount,
+    batch: int,
+    *,
+    check: bool = True,
+    connections: int | None = None,
 ) -> tuple[float, float, int, int]:
-    """(first sync s, re-sync s, messages, bytes the first sync downloaded)."""
+    """(first sync s, re-sync s, messages, bytes the first sync downloaded);
+    `connections` caps a split first sync (the product's setting when None)."""
     mentions.ENABLED = check  # read when each sync job starts, in this process
     pool = await open_pool(database_url)
     store = JobStore(pool)
-    settings = executor_settings(sync_batch_size=batch, poll_seconds=0.05)
+    settings = executor_settings(
+        sync_batch_size=batch,
+        poll_seconds=0.05,
+        **({"sync_first_connections": connections} if connections else {}),
+    )
     async with running_executor(database_url, account, workers=1, settings=settings):
         job = await store.enqueue("sync")
         done = await wait_for_job(store, job.job_id, timeout=600)
@@ -142,6 +166,80 @@ async def run_sync(
     return first, resync, done.processed, fetched
 
 
+class PeakRss:
+    """Samples this process's resident memory (the executor runs in it) every
+    50 ms while syncs run: what a first sync of this size costs in memory."""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def rtt_figures(args: argparse.Namespace) -> None:
+    """1 connection vs `--connections` for a first sync at `--rtt` ms of round trip."""
+    home = Path(tempfile.mkdtemp(prefix="pbh-", dir="/tmp"))
+    factory = DatabaseFactory(admin_url())
+    try:
+        with DovecotServer(mail_home=home) as server:
+            n_big = round(args.messages * args.big_share)
+            count = write_maildir(
+                server.maildir, generate_mailbox(args.messages - n_big) + big_messages(n_big)
+            )
+            direct = ImapAccount(server.host, server.port, server.username, server.password, False)
+            raw_fetch(direct, args.batch)  # Dovecot builds its indexes here, not in a timing
+            with DelayProxy(server.host, server.port, args.rtt) as proxy:
+                far = ImapAccount(proxy.host, proxy.port, server.username, server.password, False)
+                t0 = time.perf_counter()
+                n_raw = raw_fetch(far, args.batch)
+                raw_s = time.perf_counter() - t0
+                best: dict[int, float] = {}
+                with PeakRss() as rss:
+                    for _ in range(args.rounds):
+                        for conns in (1, args.connections):
+                            with factory.database() as url:
+                                s, _, n, _b = asyncio.run(
+                                    run_sync(url, far, args.batch, connections=conns)
+                                )
+                            assert n == count, (n, count)
+                            best[conns] = min(best.get(conns, float("inf")), s)
+        one, many = best[1], best[args.connections]
+        print(
+            f"first sync of {count} messages at {args.rtt:g} ms round trip (best of {args.rounds}):"
+        )
+        print(
+            f"raw imapclient fetch : 1 connection  {raw_s:6.2f}s = {n_raw / raw_s:,.0f} msgs/s (reference)"
+        )
+        print(f"sync job             : 1 connection  {one:6.2f}s = {count / one:,.0f} msgs/s")
+        print(
+            f"sync job             : {args.connections} connections {many:6.2f}s "
+            f"= {count / many:,.0f} msgs/s"
+        )
+        print(f"ratio {args.connections}/1 connections : {one / many:.2f}x  (aim >= 2.5x at 40 ms)")
+        print(
+            f"executor peak RSS    : {rss.peak_kb / 1024:.0f} MB (this process, which runs the "
+            "executor; parse workers apart)"
+        )
+    finally:
+        factory.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=10_000)
@@ -150,7 +248,16 @@ def main() -> None:
         "--big-share", type=float, default=0.02, help="share of messages over the fetch prefix"
     )
     parser.add_argument("--rounds", type=int, default=2, help="sync runs per mode (best counts)")
+    parser.add_argument(
+        "--rtt", type=float, default=None, help="price a server this many ms away instead"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=3, help="connections of the split first sync (--rtt)"
+    )
     args = parser.parse_args()
+    if args.rtt is not None:
+        rtt_figures(args)
+        return
     home = Path(tempfile.mkdtemp(prefix="pbh-", dir="/tmp"))
     factory = DatabaseFactory(admin_url())
     try:

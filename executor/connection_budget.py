@@ -108,6 +108,11 @@ class ConnectionBudget:
         # (idle workers' sessions); set by the executor.
         self.idle_sessions: Callable[[], Iterable[ImapSession]] = list
         self.waits = 0  # acquisitions that had to wait (tests, health)
+        # Who waits for a slot right now: here (workers in `acquire`) and in other
+        # processes (as of the last renewal). Connections borrowed for a parallel
+        # first sync are given back when either is non-zero (`contended`).
+        self.waiting_here = 0
+        self.waiting_elsewhere = 0
 
     def bind(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
@@ -178,6 +183,7 @@ class ConnectionBudget:
                 if waiting_since is None:
                     waiting_since = now
                     self.waits += 1
+                    self.waiting_here += 1
                     log.info(
                         "%s waits for an IMAP connection slot (IMAP_MAX_CONNECTIONS=%d)",
                         holder,
@@ -203,11 +209,18 @@ class ConnectionBudget:
                 await asyncio.sleep(min(delay, max(0.0, deadline - now)))
                 delay = min(delay * 1.5, 1.0)
         finally:
+            if waiting_since is not None:
+                self.waiting_here -= 1
             if wait_refreshed:
                 with contextlib.suppress(Exception):
                     await self._execute(
                         "budget_unwait", {"account": self.account, "waiter": holder}
                     )
+
+    @property
+    def contended(self) -> bool:
+        """Someone waits for a slot of this account (here, or elsewhere at the last renewal)."""
+        return self.waiting_here > 0 or self.waiting_elsewhere > 0
 
     async def _give_back_idle(self) -> bool:
         """Close this process's longest-idle worker connection, if any."""
@@ -246,6 +259,7 @@ class ConnectionBudget:
         """Renew every slot held here; returns (slots lost, processes waiting elsewhere)."""
         slots = list(self.held.values())
         if not slots:
+            self.waiting_elsewhere = 0  # unknown, and nothing here to give back
             return [], 0  # nothing to renew, and nothing to give back
         rows = await self._execute(
             "budget_renew",
@@ -264,6 +278,7 @@ class ConnectionBudget:
             self.held.pop(slot.number, None)
             log.warning("IMAP slot %d of %s was lost (lease expired)", slot.number, slot.holder)
         waiting = int(rows[0]["waiting_elsewhere"]) if rows else 0
+        self.waiting_elsewhere = waiting
         return lost, waiting
 
     async def in_use(self) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ from executor.imap_fetch import UidFetcher
 from executor.imap_session import leave_folder
 from executor.mentions import MentionCheck, enqueue_rescore_if_stale
 from executor.parsing import ParserPool, RawMessage
+from executor.sync_parallel import BorrowedConnections, ParallelFirstSync
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,8 @@ class SyncRun:
         self.gmail = False  # decided from the connection's capabilities in run()
         self.bytes_fetched = 0  # header + body prefix bytes downloaded (SPEC §9 budget)
         self.messages_fetched = 0
+        # Connections a big folder's first pass borrows (executor/sync_parallel.py).
+        self.borrowed = BorrowedConnections(ctx)
 
     @property
     def total(self) -> int:
@@ -309,11 +312,21 @@ class SyncRun:
         )
 
         summary: dict[str, Any] = {"folders": {}, "problems": 0}
-        for folder in folders:
-            ctx.checkpoint()
-            summary["folders"][folder] = await self.sync_folder(
-                client, folder, cursors.get(folder), states[folder], condstore
-            )
+        try:
+            if any(
+                (cur is None or cur.uidvalidity != states[f].uidvalidity or cur.uidnext is None)
+                and BorrowedConnections.worth_splitting(ctx, self.batch_size, self.remaining[f])
+                for f, cur in ((f, cursors.get(f)) for f in folders)
+            ):
+                await self.borrowed.open_early()  # logins overlap the folders before
+            for folder in folders:
+                ctx.checkpoint()
+                await self.borrowed.give_back_if_wanted()
+                summary["folders"][folder] = await self.sync_folder(
+                    client, folder, cursors.get(folder), states[folder], condstore
+                )
+        finally:
+            await self.borrowed.close()
         if requested is None:
             gone = [f for f in cursors if f not in on_server]
             if gone:
@@ -396,23 +409,36 @@ class SyncRun:
             known_uids=new_uids if last_seen == 0 else None,
         )
         self.remaining[folder] = len(new_uids)
-        await self.fetch_new(folder, state, new_uids, fetcher, condstore, fence, result)
+        # A first pass (none finished yet) of a big folder is split into UID
+        # ranges over several connections; the serial pass gets what is above.
+        split = ParallelFirstSync(
+            self, folder, state, fence, fetcher, fetch=fetch_raw, examine=examine
+        )
+        serial = new_uids
+        if cursor is None or cursor.uidnext is None:
+            serial = await split.run_ranges(new_uids, last_seen, result)
+        await self.fetch_new(folder, state, serial, fetcher, condstore, fence, result)
 
         max_uid = max([last_seen, *new_uids])
-        if cursor is not None and last_seen > 0 and self.gmail:
+        # Rows an earlier attempt of a split first sync wrote above the cursor
+        # are checked too (`split.done_before`).
+        if cursor is not None and (last_seen > 0 or split.resumed) and self.gmail:
             since = cursor.highestmodseq if condstore and cursor.highestmodseq else None
             if since is None or since != state.highestmodseq:
                 result["flag_changes"] = await self.gmail_relabels(
-                    folder, state, fetcher, last_seen, since
+                    folder, state, fetcher, last_seen, since, split
                 )
-        elif cursor is not None and last_seen > 0:
+        elif cursor is not None and (last_seen > 0 or split.resumed):
             since = cursor.highestmodseq if condstore and cursor.highestmodseq else None
             if since is None or since != state.highestmodseq:
                 async with ctx.store.pool.connection() as conn:
                     stored = await mirror.folder_flags(conn, folder, state.uidvalidity)
                 # With CONDSTORE every mirrored UID may be named (SEARCH MODSEQ is
-                # cheap); a full scan only covers what the cursor had seen.
-                known = [u for u in stored if since is not None or u <= last_seen]
+                # cheap); a full scan only covers what the cursor had seen, and
+                # the rows an earlier attempt of a split first sync wrote.
+                known = [
+                    u for u in stored if since is not None or u <= last_seen or split.done_before(u)
+                ]
                 changes = await ctx.imap.call(flag_changes, fetcher, known, since)
                 changed = {
                     uid: value
@@ -457,12 +483,13 @@ class SyncRun:
         fetcher: UidFetcher,
         last_seen: int,
         since: int | None,
+        split: ParallelFirstSync,
     ) -> int:
         """Gmail: flag and label changes of mirrored messages reach the mirror."""
         ctx = self.ctx
         async with ctx.store.pool.connection() as conn:
             stored = await mirror.folder_state(conn, folder, state.uidvalidity)
-        known = [u for u in stored if since is not None or u <= last_seen]
+        known = [u for u in stored if since is not None or u <= last_seen or split.done_before(u)]
         changes = await ctx.imap.call(gmail_changes, fetcher, known, since)
         changed = {
             uid: (flags, labels, modseq)
@@ -524,30 +551,10 @@ class SyncRun:
                         )
                     )
                 fetched, parse_problems = await self.parser.parse(raws, self.mentions.identity)
-                problems += parse_problems
-                self.done += len(uids)
-                self.remaining[folder] -= len(uids)
-                self.batches += 1
-                result["new"] += len(fetched)
-                result["problems"] += len(problems)
                 async with ctx.store.fenced_transaction(ctx.lease) as conn:
                     await mirror.upsert_messages(conn, folder, state.uidvalidity, fetched)
-                    await ctx.progress(
-                        f"{folder}: {len(fetched)} message(s) mirrored"
-                        + (f", {len(problems)} with problems" if problems else ""),
-                        processed=self.base + self.done,
-                        total_estimate=self.total,
-                        level="warning" if problems else "info",
-                        data={
-                            "phase": "fetch",
-                            "folder": folder,
-                            "batch": self.batches,
-                            "items_found": len(fetched),
-                            "uids": [m.uid for m in fetched],
-                            "has_more": self.total > self.base + self.done,
-                            "problems": problems,
-                        },
-                        conn=conn,
+                    await self.record_batch(
+                        conn, folder, uids, fetched, problems + parse_problems, result
                     )
                 ctx.checkpoint()
                 if yield_now and index + 1 < len(batches):
@@ -557,6 +564,42 @@ class SyncRun:
             if pending is not None:
                 with contextlib.suppress(Exception):
                     await pending
+
+    async def record_batch(
+        self,
+        conn: Any,
+        folder: str,
+        uids: Sequence[int],
+        fetched: Sequence[mirror.FetchedMessage],
+        problems: list[dict[str, Any]],
+        result: dict[str, int],
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Count a batch of new messages and report it, in the fenced transaction
+        that wrote its rows (the serial pass and every range of a split one)."""
+        self.done += len(uids)
+        self.remaining[folder] -= len(uids)
+        self.batches += 1
+        result["new"] += len(fetched)
+        result["problems"] += len(problems)
+        await self.ctx.progress(
+            f"{folder}: {len(fetched)} message(s) mirrored"
+            + (f", {len(problems)} with problems" if problems else ""),
+            processed=self.base + self.done,
+            total_estimate=self.total,
+            level="warning" if problems else "info",
+            data={
+                "phase": "fetch",
+                "folder": folder,
+                "batch": self.batches,
+                "items_found": len(fetched),
+                "uids": [m.uid for m in fetched],
+                "has_more": self.total > self.base + self.done,
+                "problems": problems,
+                **(data or {}),
+            },
+            conn=conn,
+        )
 
 
 async def handle_sync(ctx: JobContext) -> dict[str, Any]:

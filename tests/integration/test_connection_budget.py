@@ -101,6 +101,24 @@ async def slots_in_use(pool: Any, account: ImapAccount) -> list[dict[str, Any]]:
     return await budget.in_use()
 
 
+async def finish_all_counting_slots(
+    store: JobStore, pool: Any, account: ImapAccount, jobs: list[Job]
+) -> list[int]:
+    """Wait until every job completed, sampling the budget's slots in use meanwhile."""
+    samples: list[int] = []
+    pending = {j.job_id for j in jobs}
+    while pending:
+        samples.append(len(await slots_in_use(pool, account)))
+        for job_id in list(pending):
+            job = await store.get(job_id)
+            assert job is not None
+            if job.status.is_terminal:
+                assert job.status is JobStatus.COMPLETED, job.error
+                pending.discard(job_id)
+        await asyncio.sleep(0.05)
+    return samples
+
+
 async def test_two_executors_never_hold_more_than_imap_max_connections_and_every_job_finishes(
     store: JobStore, pool: Any, imap_account: ImapAccount, dovecot: Any
 ) -> None:
@@ -119,16 +137,7 @@ async def test_two_executors_never_hold_more_than_imap_max_connections_and_every
                 await store.enqueue("sync", {"folders": [folder], "batch_size": 2})
                 for folder in FOLDERS * 2
             ]
-            pending = {j.job_id for j in jobs}
-            while pending:
-                db_samples.append(len(await slots_in_use(pool, imap_account)))
-                for job_id in list(pending):
-                    job = await store.get(job_id)
-                    assert job is not None
-                    if job.status.is_terminal:
-                        assert job.status is JobStatus.COMPLETED, job.error
-                        pending.discard(job_id)
-                await asyncio.sleep(0.05)
+            db_samples += await finish_all_counting_slots(store, pool, imap_account, jobs)
             # Both executors worked, and they waited for each other's slots.
             assert a.watcher is not None and b.watcher is not None
             assert [a.watcher.watching, b.watcher.watching].count(True) == 1

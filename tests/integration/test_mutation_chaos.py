@@ -173,6 +173,7 @@ class Executors:
         }
         self.log = log
         self.live: list[subprocess.Popen[bytes]] = []
+        self.job_types = "clean,mark_read,move,undo"
 
     def spawn(self) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as out:
@@ -184,7 +185,7 @@ class Executors:
                     "--workers",
                     "1",
                     "--job-types",
-                    "clean,mark_read,move,undo",
+                    self.job_types,
                     "--shutdown-grace",
                     "1",
                     "--log-level",

@@ -1046,3 +1046,45 @@ WITH upd AS (
     SELECT job_id, last_seq, 'warning', %(message)s, %(data)s FROM upd
 )
 SELECT * FROM upd;
+
+-- name: sync_ranges_load
+-- Parallel first sync: the recorded UID ranges of a folder's first pass
+-- (app/db/sql/015_sync_ranges.sql, executor/sync_parallel.py).
+SELECT lo, hi, done_uid FROM mail_folder_ranges
+WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s
+ORDER BY lo;
+
+-- name: sync_ranges_clear
+-- Before recording a split: ranges of an older UIDVALIDITY mean nothing.
+DELETE FROM mail_folder_ranges WHERE folder = %(folder)s;
+
+-- name: sync_range_record
+INSERT INTO mail_folder_ranges (folder, uidvalidity, lo, hi, done_uid)
+VALUES (%(folder)s, %(uidvalidity)s, %(lo)s, %(hi)s, %(lo)s - 1);
+
+-- name: sync_range_advance
+-- Every UID of the range up to `done_uid` is mirrored (in this transaction).
+UPDATE mail_folder_ranges SET done_uid = greatest(done_uid, %(done_uid)s)
+WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s AND lo = %(lo)s;
+
+-- name: sync_ranges_cursor
+-- The folder's cursor from its ranges: the progress of the lowest range not
+-- yet done (ranges are contiguous, so everything below it is in), or the top
+-- of the last one when all are done. Set exactly, in the batch's transaction.
+UPDATE mail_folders SET last_seen_uid = coalesce(
+        (SELECT min(done_uid) FROM mail_folder_ranges
+         WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s AND done_uid < hi),
+        (SELECT max(hi) FROM mail_folder_ranges
+         WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s),
+        last_seen_uid),
+    synced_at = now()
+WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s
+RETURNING last_seen_uid;
+
+-- name: sync_ranges_drop_done
+-- Once every range is done the cursor says it all: the ranges go.
+DELETE FROM mail_folder_ranges r
+WHERE r.folder = %(folder)s AND r.uidvalidity = %(uidvalidity)s
+  AND NOT EXISTS (
+    SELECT 1 FROM mail_folder_ranges o
+    WHERE o.folder = r.folder AND o.uidvalidity = r.uidvalidity AND o.done_uid < o.hi);
