@@ -28,6 +28,15 @@ reports the longest main-thread task and the worst input delay while typing.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, where
+# bench/queue.py would shadow the standard library's `queue` (asyncio imports it).
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
 import argparse
 import asyncio
 import dataclasses
@@ -42,8 +51,6 @@ from typing import Any
 
 import httpx
 import psycopg
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.db.pool import open_pool  # noqa: E402
 from app.jobs.models import JobStatus, Lease  # noqa: E402

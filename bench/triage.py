@@ -19,6 +19,15 @@ ratios are printed. (The baseline only ever saw the newest 20,000 rows.)
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, where
+# bench/queue.py would shadow the standard library's `queue` (asyncio imports it).
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
 import argparse
 import asyncio
 import sys
@@ -28,8 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import Settings  # noqa: E402
 from app.db.pool import open_pool  # noqa: E402
