@@ -3,12 +3,14 @@ fenced transaction, so a worker that lost its lease cannot touch the mirror."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from app.db.queries import query
 from app.mail.mime import ParsedMessage
@@ -78,11 +80,12 @@ async def drop_folder(conn: AsyncConnection[Any], folder: str) -> None:
 async def upsert_messages(
     conn: AsyncConnection[Any], folder: str, uidvalidity: int, messages: Sequence[FetchedMessage]
 ) -> None:
-    rows = [_row(folder, uidvalidity, m) for m in messages]
-    if not rows:
+    """Write a batch in one statement, so the mirror-change triggers log it once.
+    A uid named twice keeps its last copy, as row-by-row writes did."""
+    by_uid = {m.uid: _row(folder, uidvalidity, m) for m in messages}
+    if not by_uid:
         return
-    async with conn.cursor() as cur:
-        await cur.executemany(query("upsert_email"), rows)
+    await conn.execute(query("upsert_emails"), {"rows": Jsonb(list(by_uid.values()), dumps=_dumps)})
     await conn.execute(
         query("advance_cursor"),
         {
@@ -166,6 +169,18 @@ async def finish_folder(
             "highestmodseq": highestmodseq,
         },
     )
+
+
+def _dumps(value: Any) -> str:
+    """JSON for upsert_emails: timestamps as ISO 8601 (with their offset, or
+    none, as psycopg would have sent them), read back by the column's type."""
+    return json.dumps(value, default=_iso, ensure_ascii=False, separators=(",", ":"))
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in the mirror")
 
 
 def _row(folder: str, uidvalidity: int, m: FetchedMessage) -> dict[str, Any]:

@@ -19,8 +19,8 @@ import pytest
 from app.config import ImapAccount
 from app.demo.mailbox import generate_mailbox, seed_via_imap
 from app.jobs.models import Job, JobEvent, JobStatus, JobType
+from app.jobs.progress import Progress, fold_all, to_message
 from app.jobs.store import JobStore
-from app.web.progress import Progress, fold_all, to_message
 from executor import folder_lock as fence_module
 from executor.handlers import sync as sync_handler
 from executor.imap_fetch import UidFetcher

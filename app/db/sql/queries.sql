@@ -348,7 +348,14 @@ WHERE folder = %(folder)s AND uidvalidity = %(uidvalidity)s;
 WITH gone AS (DELETE FROM emails WHERE folder = %(folder)s)
 DELETE FROM mail_folders WHERE folder = %(folder)s;
 
--- name: upsert_email
+-- name: upsert_emails
+-- One statement per sync batch (`rows`: a jsonb array of objects keyed by
+-- column name, executor/mirror_writes.py), so the statement-level triggers
+-- log and NOTIFY once per batch, not once per message; jsonb rather than
+-- unnest() because text[] columns (flags, labels, addresses) cannot be
+-- unnested from a 2-D array. jsonb_populate_recordset casts each key to the
+-- column's own type. A batch names each uid once: ON CONFLICT cannot touch a
+-- row twice in one statement. ORDER BY keeps ids in batch order.
 INSERT INTO emails (
     folder, uidvalidity, uid, message_id, in_reply_to, from_addr, from_name,
     to_addrs, cc_addrs, to_display, cc_display, reply_to, subject, date, internal_date,
@@ -357,15 +364,17 @@ INSERT INTO emails (
     triage_category, triage_confidence, triage_reasons, triage_zoom, clean_candidate,
     clean_confidence, clean_category, clean_signals, clean_excluded, clean_direct, scores_version,
     gm_msgid, gm_thrid, synced_at)
-VALUES (
-    %(folder)s, %(uidvalidity)s, %(uid)s, %(message_id)s, %(in_reply_to)s, %(from_addr)s, %(from_name)s,
-    %(to_addrs)s, %(cc_addrs)s, %(to_display)s, %(cc_display)s, %(reply_to)s, %(subject)s, %(date)s,
-    %(internal_date)s, %(flags)s, %(labels)s, %(body_excerpt)s, %(list_unsubscribe)s, %(list_id)s,
-    %(precedence)s, %(auto_submitted)s, %(has_attachments)s, %(size)s, %(modseq)s,
-    %(mentions_you)s, %(mention_identity)s,
-    %(triage_category)s, %(triage_confidence)s, %(triage_reasons)s, %(triage_zoom)s, %(clean_candidate)s,
-    %(clean_confidence)s, %(clean_category)s, %(clean_signals)s, %(clean_excluded)s, %(clean_direct)s,
-    %(scores_version)s, %(gm_msgid)s, %(gm_thrid)s, now())
+SELECT
+    r.folder, r.uidvalidity, r.uid, r.message_id, r.in_reply_to, r.from_addr, r.from_name,
+    r.to_addrs, r.cc_addrs, r.to_display, r.cc_display, r.reply_to, r.subject, r.date,
+    r.internal_date, r.flags, r.labels, r.body_excerpt, r.list_unsubscribe, r.list_id,
+    r.precedence, r.auto_submitted, r.has_attachments, r.size, r.modseq,
+    r.mentions_you, r.mention_identity,
+    r.triage_category, r.triage_confidence, r.triage_reasons, r.triage_zoom, r.clean_candidate,
+    r.clean_confidence, r.clean_category, r.clean_signals, r.clean_excluded, r.clean_direct,
+    r.scores_version, r.gm_msgid, r.gm_thrid, now()
+FROM jsonb_populate_recordset(NULL::emails, %(rows)s) WITH ORDINALITY AS r
+ORDER BY r.ordinality
 ON CONFLICT (folder, uidvalidity, uid) DO UPDATE SET
     message_id = EXCLUDED.message_id, in_reply_to = EXCLUDED.in_reply_to,
     from_addr = EXCLUDED.from_addr, from_name = EXCLUDED.from_name,
