@@ -56,9 +56,14 @@ class ChatTurn:
 
 @dataclass(frozen=True)
 class TurnStarted:
-    """First item of a stream: the request was accepted and the turn is running."""
+    """First item of a stream: the request was accepted and the turn is running.
+    `before` counts the thread's messages before this turn (the page shows only
+    the rest when the turn ends); `set_aside` is the approval a new request
+    set aside, whose card the page then drops."""
 
     thread_id: str
+    before: int = 0
+    set_aside: str | None = None
 
 
 # What a stream yields between TurnStarted and the final ChatTurn (SPEC §6):
@@ -180,8 +185,9 @@ class ChatService:
         thread_id = thread_id or uuid.uuid4().hex
         async with self._lock(thread_id):
             messages, state = await self._snapshot(thread_id)
-            yield TurnStarted(thread_id)
             before = len(messages)
+            set_aside = state.interrupts[0].id if state.interrupts else None
+            yield TurnStarted(thread_id, before, set_aside)
             if state.interrupts:
                 # A new request sets the pending approval aside (nothing is changed).
                 async for event in self._run(
@@ -224,7 +230,7 @@ class ChatService:
                 if refusal:
                     raise ChatError(422, f"edit refused: {refusal}")
                 value["edit"] = {"target": target.strip()}
-            yield TurnStarted(thread_id)
+            yield TurnStarted(thread_id, len(messages))
             async for event in self._run(thread_id, Command(resume=value), stream=stream):
                 yield event
             yield await self._turn(thread_id, len(messages))

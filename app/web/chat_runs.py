@@ -30,9 +30,10 @@ RunItem = dict[str, Any] | ChatTurn
 
 
 class ChatRun:
-    def __init__(self, thread_id: str) -> None:
+    def __init__(self, started: TurnStarted) -> None:
         self.id = uuid.uuid4().hex
-        self.thread_id = thread_id
+        self.started = started
+        self.thread_id = started.thread_id
         self.items: list[RunItem] = []
         self.finished_at: float | None = None
         self._changed = asyncio.Condition()
@@ -49,6 +50,13 @@ class ChatRun:
 
     async def follow(self) -> AsyncIterator[RunItem]:
         """Every item from the first, then the new ones as they come, until the end."""
+        async for batch in self.batches():
+            for item in batch:
+                yield item
+
+    async def batches(self) -> AsyncIterator[list[RunItem]]:
+        """The same items, as lists of what came since the last one was taken:
+        a follower that waits between takes gets what came meanwhile at once."""
         seen = 0
         while True:
             async with self._changed:
@@ -56,8 +64,8 @@ class ChatRun:
                     await self._changed.wait()
                 batch, done = self.items[seen:], self.finished_at is not None
             seen += len(batch)
-            for item in batch:
-                yield item
+            if batch:
+                yield batch
             if done and seen == len(self.items):
                 return
 
@@ -74,7 +82,7 @@ class ChatRuns:
         is raised here, before anything ran."""
         first = await anext(stream)
         assert isinstance(first, TurnStarted)
-        run = ChatRun(first.thread_id)
+        run = ChatRun(first)
         self._prune()
         self._runs[run.id] = run
         task = asyncio.create_task(self._pump(run, stream), name=f"chat-run-{run.id[:8]}")

@@ -70,6 +70,7 @@ def turn_json(turn: ChatTurn) -> dict[str, Any]:
     }
 
 
-def page_turn(turn: ChatTurn) -> dict[str, Any]:
-    """What the page's chat log template renders: messages (with tables) and the card."""
-    return {"messages": transcript(turn.messages), "interrupt": turn.interrupt}
+def page_turn(turn: ChatTurn, since: int = 0) -> dict[str, Any]:
+    """What the page's chat log template renders: messages (with tables) from
+    the `since`-th on, and the card."""
+    return {"messages": transcript(turn.messages[since:]), "interrupt": turn.interrupt}

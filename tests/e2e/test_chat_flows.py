@@ -101,3 +101,31 @@ def test_triage_answer_is_a_sortable_table_with_scores_and_reasons(stack: Stack,
     table.locator("th", has_text="Score").click()
     ascending = [float(x) for x in table.locator("tbody td:first-child").all_text_contents()]
     assert ascending == sorted(scores)
+
+
+def test_a_finished_turn_replaces_only_itself_and_the_page_matches_a_reload(
+    stack: Stack, page: Any
+) -> None:
+    """The end of a turn swaps in just that turn (old turns stay as they are),
+    drops the greeting and a card the new request set aside: what the page
+    shows then is what a reload shows."""
+    page.goto(stack.url)
+    assert page.locator("#chat-hello").count() == 1
+    sync_via_chat(page)
+    assert page.locator("#chat-hello").count() == 0
+    first = page.locator("#chat-log > .msg").first.element_handle()
+    say(page, "/clean")
+    page.locator(".approval").wait_for()
+    say(page, "/status")  # sets the card aside
+    page.locator(".approval").wait_for(state="detached")
+    page.locator("#chat-log > .msg.user", has_text="/status").wait_for()
+    page.locator(".live-turn").wait_for(state="detached")
+    assert first is not None and first.evaluate("e => e.isConnected")  # not re-rendered
+    shown = page.locator("#chat-log > *").evaluate_all(
+        "els => els.map(e => e.className + ' ' + e.textContent.trim())"
+    )
+    page.reload()
+    again = page.locator("#chat-log > *").evaluate_all(
+        "els => els.map(e => e.className + ' ' + e.textContent.trim())"
+    )
+    assert shown == again

@@ -5,6 +5,7 @@ a turn with a POST and streams it through the htmx sse extension."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import uuid
@@ -16,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from app.graph.service import MAX_MESSAGE_CHARS, ChatError, ChatService, ChatTurn
+from app.graph.service import MAX_MESSAGE_CHARS, ChatError, ChatService, ChatTurn, TurnStarted
 from app.web.chat_runs import ChatRun, ChatRuns
 from app.web.chat_view import page_turn, turn_json
 from app.web.deps import ChatDep, StoreDep, TemplatesDep
@@ -24,6 +25,7 @@ from app.web.routes.jobs import ERRORS
 
 router = APIRouter(tags=["chat"])
 THREAD_COOKIE = "piper_thread"
+TOKEN_EVERY_SECONDS = 0.08
 STREAM = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE on request"}}
 
 
@@ -126,16 +128,26 @@ async def view(thread_id: str, service: ChatDep) -> ChatResponse:
 
 
 async def chat_log_html(
-    request: Request, templates: Any, store: Any, turn: ChatTurn | None, error: str | None = None
+    request: Request,
+    templates: Any,
+    store: Any,
+    turn: ChatTurn | None,
+    error: str | None = None,
+    *,
+    started: TurnStarted | None = None,
 ) -> str:
-    """The whole chat log, and (out of band) cards for the jobs the turn started."""
+    """The whole chat log, or with `started` only what that turn added (the
+    page puts it in place of the live turn and drops what the turn set aside:
+    old turns are never rendered or laid out again), and, out of band, cards
+    for the jobs the turn started."""
     jobs = []
     for job_id in turn.job_ids if turn else []:
         job = await store.get(uuid.UUID(job_id))
         if job is not None:
             jobs.append(job.snapshot())
+    shown = page_turn(turn, since=started.before if started else 0) if turn else None
     return templates.get_template("partials/chat_log.html").render(
-        turn=page_turn(turn) if turn else None, error=error, new_jobs=jobs, request=request
+        turn=shown, error=error, new_jobs=jobs, started=started, request=request
     )
 
 
@@ -214,35 +226,51 @@ async def ui_run_stream(
     store: StoreDep,
     templates: TemplatesDep,
 ) -> Response:
-    """The page's view of a running turn: escaped tokens, tool lines, then the
-    whole chat log. A run that is gone answers 204, so the browser stops asking."""
+    """The page's view of a running turn: escaped text (what the model wrote
+    since the last event, at most every TOKEN_EVERY_SECONDS), tool lines, then
+    the turn's messages in place of the live turn. A run that is gone answers
+    204, so the browser stops asking."""
     run = runs.get(run_id)
     if run is None:
         return Response(status_code=204)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         error: str | None = None
-        async for item in run.follow():
-            if isinstance(item, ChatTurn):
-                content = await chat_log_html(request, templates, store, item)
-                yield {"event": "chat_done", "data": content}
-                return
-            if item["type"] == "token":
-                yield {"event": "token", "data": html.escape(item["text"])}
-            elif item["type"] == "tool":
-                yield {"event": "tool", "data": _tool_line(item)}
-            else:
-                error = str(item.get("error"))
-        # The turn failed: the log as the thread has it now, with the error.
-        existing = (
-            await service.view(run.thread_id) if await service.exists(run.thread_id) else None
-        )
-        yield {
-            "event": "chat_done",
-            "data": await chat_log_html(request, templates, store, existing, error=error),
-        }
+        async for batch in run.batches():
+            text: list[str] = []
+            for item in batch:
+                if isinstance(item, ChatTurn):
+                    content = await chat_log_html(
+                        request, templates, store, item, started=run.started
+                    )
+                    yield {"event": "chat_done", "data": content}
+                    return
+                if item["type"] == "token":
+                    text.append(item["text"])
+                    continue
+                if text:
+                    yield _token(text)
+                    text = []
+                if item["type"] == "tool":
+                    yield {"event": "tool", "data": _tool_line(item)}
+                else:
+                    error = str(item.get("error"))
+            if text:
+                yield _token(text)
+                # What the model writes meanwhile goes out as one swap: a swap
+                # per token kept the browser busy for tens of ms at a time.
+                await asyncio.sleep(TOKEN_EVERY_SECONDS)
+        # The turn failed: what the thread has of it now, with the error.
+        exists = await service.exists(run.thread_id)
+        turn = await service.view(run.thread_id) if exists else ChatTurn(run.thread_id, [], None)
+        content = await chat_log_html(request, templates, store, turn, error, started=run.started)
+        yield {"event": "chat_done", "data": content}
 
     return EventSourceResponse(events())
+
+
+def _token(text: list[str]) -> dict[str, str]:
+    return {"event": "token", "data": html.escape("".join(text))}
 
 
 TOOL_STATUS = {"start": "…", "end": "✓", "error": "failed"}
