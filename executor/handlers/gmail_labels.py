@@ -39,7 +39,14 @@ from executor import gmail
 from executor import mirror_writes as mirror
 from executor.context import JobContext, PermanentJobError
 from executor.folder_lock import folder_lock
-from executor.handlers.mutations import ApprovedWork, Target, by_folder, change_summary, settlement
+from executor.handlers.mutations import (
+    ApprovedWork,
+    Target,
+    announce_start,
+    by_folder,
+    change_summary,
+    settlement,
+)
 
 NO_ALL_MAIL = (
     "Gmail's All Mail folder is not shown over IMAP, and Piper changes and finds Gmail "
@@ -169,18 +176,14 @@ class GmailLabelRun:
         self.settled = {
             t.key for t in self.work.targets if (c := self.record.get(t.key)) and c.state.is_final
         }
-        await ctx.progress(
-            f"{self.job_type.value} (Gmail labels): {self.total} approved message(s)"
-            + (f", {len(self.settled)} already done" if self.settled else ""),
-            processed=len(self.settled),
-            total_estimate=self.total,
-            data={
-                "phase": "starting",
-                "has_more": len(self.settled) < self.total,
-                "approval_id": str(self.work.approval.approval_id),
-                "resumed": bool(self.record),
-                "gmail": True,
-            },
+        await announce_start(
+            ctx,
+            f"{self.job_type.value} (Gmail labels)",
+            self.total,
+            self.settled,
+            bool(self.record),
+            approval_id=str(self.work.approval.approval_id),
+            gmail=True,
         )
         mirrored = await mirrored_folders(ctx)
         for folder, group in by_folder(self.work.targets).items():

@@ -38,7 +38,13 @@ from executor.handlers.gmail_labels import (
     has,
     mirrored_folders,
 )
-from executor.handlers.mutations import ApprovedWork, Target, change_summary, settlement
+from executor.handlers.mutations import (
+    ApprovedWork,
+    Target,
+    announce_start,
+    change_summary,
+    settlement,
+)
 
 
 def restore_plan(change: Change) -> gmail.LabelPlan:
@@ -76,18 +82,15 @@ class GmailUndoRun:
         ctx = self.ctx
         self.own = {c.key: c for c in await ctx.store.job_changes(ctx.job.job_id)}
         self.settled = {k for k, c in self.own.items() if c.state.is_final}
-        await ctx.progress(
-            f"undo (Gmail labels): {self.total} message(s) to restore"
-            + (f", {len(self.settled)} already done" if self.settled else ""),
-            processed=len(self.settled),
-            total_estimate=self.total,
-            data={
-                "phase": "starting",
-                "has_more": len(self.settled) < self.total,
-                "undo_of": str(self.original.job_id),
-                "resumed": bool(self.own),
-                "gmail": True,
-            },
+        await announce_start(
+            ctx,
+            "undo (Gmail labels)",
+            self.total,
+            self.settled,
+            bool(self.own),
+            noun="message(s) to restore",
+            undo_of=str(self.original.job_id),
+            gmail=True,
         )
         items: list[tuple[Target, Change]] = []
         nothing = LabelWrite()

@@ -252,17 +252,13 @@ class MutationRun:
         self.settled = {
             t.key for t in targets if (c := self.record.get(t.key)) and c.state.is_final
         }
-        await ctx.progress(
-            f"{self.job_type.value}: {self.total} approved message(s)"
-            + (f", {len(self.settled)} already done" if self.settled else ""),
-            processed=len(self.settled),
-            total_estimate=self.total,
-            data={
-                "phase": "starting",
-                "has_more": len(self.settled) < self.total,
-                "approval_id": str(work.approval.approval_id),
-                "resumed": bool(self.record),
-            },
+        await announce_start(
+            ctx,
+            self.job_type.value,
+            self.total,
+            self.settled,
+            bool(self.record),
+            approval_id=str(work.approval.approval_id),
         )
         client = await ctx.imap.ensure()
         self.move_capable = await ctx.imap.call(imap_ops.has_move, client)
@@ -604,6 +600,26 @@ class MutationRun:
     async def summary(self) -> dict[str, Any]:
         """The job's result, read back from its change record."""
         return await change_summary(self.ctx, self.plan.target, self.created_folders)
+
+
+async def announce_start(
+    ctx: JobContext,
+    what: str,
+    total: int,
+    settled: set[Any],
+    resumed: bool,
+    *,
+    noun: str = "approved message(s)",
+    **data: Any,
+) -> None:
+    """The first event of every change job (and undo): what it will do and what
+    earlier attempts already settled, so a resumed job's count starts there."""
+    await ctx.progress(
+        f"{what}: {total} {noun}" + (f", {len(settled)} already done" if settled else ""),
+        processed=len(settled),
+        total_estimate=total,
+        data={"phase": "starting", "has_more": len(settled) < total, "resumed": resumed, **data},
+    )
 
 
 async def change_summary(

@@ -35,6 +35,7 @@ from executor.handlers.gmail_undo import GmailUndoRun
 from executor.handlers.mutations import (
     BatchWrite,
     Target,
+    announce_start,
     approved_work,
     change_summary,
     plan_for,
@@ -148,17 +149,14 @@ class UndoRun:
         targets = work.targets
         self.total = len(targets)
         self.settled = {k for k, c in self.own.items() if c.state.is_final}
-        await ctx.progress(
-            f"undo: {self.total} message(s) to restore"
-            + (f", {len(self.settled)} already done" if self.settled else ""),
-            processed=len(self.settled),
-            total_estimate=self.total,
-            data={
-                "phase": "starting",
-                "has_more": len(self.settled) < self.total,
-                "undo_of": str(original.job_id),
-                "resumed": bool(self.own),
-            },
+        await announce_start(
+            ctx,
+            "undo",
+            self.total,
+            self.settled,
+            bool(self.own),
+            noun="message(s) to restore",
+            undo_of=str(original.job_id),
         )
         items: list[Item] = []
         nothing = BatchWrite()
