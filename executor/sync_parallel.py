@@ -305,6 +305,8 @@ class ParallelFirstSync:
         if self.error is not None:
             raise self.error
         result["connections"] = max(result.get("connections", 0), len(links))
+        if self.given_back:  # borrowed connections handed to a worker that wanted a slot
+            result["given_back"] = result.get("given_back", 0) + self.given_back
         return tail
 
     # -- planning -------------------------------------------------------------------

@@ -277,12 +277,12 @@ async def test_borrowed_connections_never_exceed_imap_max_connections(
     assert await mirror_state(pool) == await asyncio.to_thread(server_state, imap_account)
     split = [e for e in await events(store, first) if e.data.get("phase") == "split"]
     assert split and split[0].data["connections"] == 2
-    big = await store.get(first.job_id)
     small = [await store.get(j.job_id) for j in others]
-    assert big is not None and big.finished_at is not None
-    assert any(j is not None and j.finished_at < big.finished_at for j in small), (
-        "a worker waiting for a slot got the borrowed one before the big sync ended"
-    )
+    assert all(j is not None and j.status is JobStatus.COMPLETED for j in small)
+    # The waiting workers got the borrowed slot: the split handed it back mid-way
+    # (which of them then finished first is a race the machine's load decides).
+    summary = (await events(store, first))[-1].data["summary"]
+    assert summary["folders"]["INBOX"].get("given_back", 0) >= 1, summary
 
 
 # -- kill -9 -------------------------------------------------------------------------
