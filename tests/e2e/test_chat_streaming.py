@@ -51,10 +51,12 @@ def test_the_model_s_words_appear_in_the_page_before_the_turn_ends(
     # Mid-turn: part of the answer is on the page, the turn is still running.
     assert partial.strip() and partial.strip() != ANSWER
     assert page.locator(".live-turn .working").is_visible()
-    final = page.locator("#chat-log .msg.assistant", has_text=ANSWER)
+    # The streamed text can be whole a moment before chat_done swaps the turn in:
+    # wait for the finished turn itself (not the live one) to replace it.
+    final = page.locator("#chat-log .msg.assistant:not(.streaming)", has_text=ANSWER)
     final.wait_for(timeout=30_000)
     assert time.monotonic() - seen > 1.0  # the rest came later (15 words, 0.25 s apart)
-    assert page.locator(".live-turn").count() == 0  # the finished log replaced it
+    page.locator(".live-turn").wait_for(state="detached", timeout=10_000)
     assert (final.text_content() or "").strip() == ANSWER
     assert fake.pending == 0
     # The page's stream is the thread: a reload shows the same turn.
