@@ -40,6 +40,7 @@ from executor import mirror_writes as mirror
 from executor.context import JobContext, PermanentJobError
 from executor.folder_lock import folder_lock
 from executor.handlers.mutations import (
+    FOLDER_CHANGED,
     ApprovedWork,
     Target,
     announce_start,
@@ -250,7 +251,7 @@ class GmailLabelRun:
                             settlement(
                                 t,
                                 ChangeState.SKIPPED,
-                                "the folder changed since the approval (UIDVALIDITY differs); not touched",
+                                FOLDER_CHANGED,
                             )
                         )
                     elif t.uid not in state:

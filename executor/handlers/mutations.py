@@ -51,6 +51,7 @@ from executor.folder_lock import folder_lock
 SEEN = "\\Seen"
 BATCH = 50  # messages per IMAP batch unless the payload's `batch_size` says (1..500)
 RECONCILED = "found in the target by exact Message-ID after an interrupted attempt"
+FOLDER_CHANGED = "the folder changed since the approval (UIDVALIDITY differs); not touched"
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,7 @@ class MutationRun:
                         settlement(
                             t,
                             ChangeState.SKIPPED,
-                            "the folder changed since the approval (UIDVALIDITY differs); not touched",
+                            FOLDER_CHANGED,
                         )
                     )
                 elif not here:
