@@ -77,23 +77,45 @@ async def drop_folder(conn: AsyncConnection[Any], folder: str) -> None:
     await conn.execute(query("drop_folder"), {"folder": folder})
 
 
+@dataclass(frozen=True)
+class EncodedRows:
+    """A batch's mirror rows as the JSON `upsert_emails` reads, built where the
+    batch was parsed (a parse process), so the process that holds the IMAP
+    connection and the fence only sends one parameter per batch."""
+
+    rows_json: str
+    uids: tuple[int, ...]  # in the order parsed; a uid named twice keeps its last copy
+
+    @property
+    def max_uid(self) -> int | None:
+        return max(self.uids) if self.uids else None
+
+
+def encode_rows(folder: str, uidvalidity: int, messages: Sequence[FetchedMessage]) -> EncodedRows:
+    by_uid = {m.uid: _row(folder, uidvalidity, m) for m in messages}
+    return EncodedRows(_dumps(list(by_uid.values())), tuple(m.uid for m in messages))
+
+
+async def upsert_encoded(
+    conn: AsyncConnection[Any], folder: str, uidvalidity: int, encoded: EncodedRows
+) -> None:
+    """Write a batch in one statement, so the mirror-change triggers log it once,
+    and move the folder's cursor to its highest UID in the same transaction."""
+    top = encoded.max_uid
+    if top is None:
+        return
+    await conn.execute(query("upsert_emails"), {"rows": Jsonb(encoded.rows_json, dumps=_as_is)})
+    await conn.execute(
+        query("advance_cursor"),
+        {"folder": folder, "uidvalidity": uidvalidity, "last_seen_uid": top},
+    )
+
+
 async def upsert_messages(
     conn: AsyncConnection[Any], folder: str, uidvalidity: int, messages: Sequence[FetchedMessage]
 ) -> None:
-    """Write a batch in one statement, so the mirror-change triggers log it once.
-    A uid named twice keeps its last copy, as row-by-row writes did."""
-    by_uid = {m.uid: _row(folder, uidvalidity, m) for m in messages}
-    if not by_uid:
-        return
-    await conn.execute(query("upsert_emails"), {"rows": Jsonb(list(by_uid.values()), dumps=_dumps)})
-    await conn.execute(
-        query("advance_cursor"),
-        {
-            "folder": folder,
-            "uidvalidity": uidvalidity,
-            "last_seen_uid": max(m.uid for m in messages),
-        },
-    )
+    """`upsert_encoded` for rows parsed in this process."""
+    await upsert_encoded(conn, folder, uidvalidity, encode_rows(folder, uidvalidity, messages))
 
 
 async def folder_flags(
@@ -175,6 +197,10 @@ def _dumps(value: Any) -> str:
     """JSON for upsert_emails: timestamps as ISO 8601 (with their offset, or
     none, as psycopg would have sent them), read back by the column's type."""
     return json.dumps(value, default=_iso, ensure_ascii=False, separators=(",", ":"))
+
+
+def _as_is(value: str) -> str:
+    return value
 
 
 def _iso(value: Any) -> str:

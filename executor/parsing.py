@@ -24,7 +24,7 @@ from typing import Any
 from app.mail.identity import Identity
 from app.mail.mime import ParsedMessage, parse_message
 from app.mail.scores import Scores, score_row
-from executor.mirror_writes import FetchedMessage
+from executor.mirror_writes import EncodedRows, FetchedMessage, encode_rows
 
 log = logging.getLogger(__name__)
 MIN_PARALLEL_BATCH = 64
@@ -101,6 +101,24 @@ def parse_raw(
         if parsed.problems:
             problems.append({"uid": raw.uid, "problem": "; ".join(parsed.problems)})
     return fetched, problems
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    """What a parse process sends back for a fetched batch: its mirror rows,
+    encoded, and the problems met. Small to pickle (one string), so the
+    process that fetches spends next to nothing per message on it."""
+
+    rows: EncodedRows
+    problems: list[dict[str, Any]]
+
+
+def parse_batch(
+    raws: Sequence[RawMessage], identity: Identity | None, folder: str, uidvalidity: int
+) -> ParsedBatch:
+    """Parse, decide "mentions you", score and encode a batch (a parse process)."""
+    fetched, problems = parse_raw(raws, identity)
+    return ParsedBatch(encode_rows(folder, uidvalidity, fetched), problems)
 
 
 @dataclass(frozen=True)
@@ -190,6 +208,27 @@ class ParserPool:
         fetched = [m for part in parts for m in part[0]]
         problems = [p for part in parts for p in part[1]]
         return fetched, problems
+
+    async def parse_batch(
+        self,
+        raws: Sequence[RawMessage],
+        identity: Identity | None,
+        folder: str,
+        uidvalidity: int,
+    ) -> ParsedBatch:
+        """A whole fetched batch to one parse process (a sync keeps several
+        batches in flight, one per process); a small one in a thread."""
+        args = (list(raws), identity, folder, uidvalidity)
+        if self.processes == 0 or len(raws) < MIN_PARALLEL_BATCH:
+            return await asyncio.to_thread(parse_batch, *args)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._ensure(), parse_batch, *args)
+        except Exception as exc:  # a broken pool must not fail the sync: parse here instead
+            log.warning("parser pool failed (%s); parsing in-process", exc)
+            self.close()
+            self.processes = 0
+            return await asyncio.to_thread(parse_batch, *args)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,8 @@ from executor.context import JobContext, LeaseBoundImap
 from executor.folder_lock import FolderFence
 from executor.imap_fetch import UidFetcher, chunks
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
-from executor.parsing import RawMessage
+from executor.parsing import ParsedBatch, RawMessage
+from executor.sync_pipeline import BatchPipeline, YieldGate
 
 if TYPE_CHECKING:
     from executor.handlers.sync import FolderState, SyncRun
@@ -68,61 +69,6 @@ ExamineFn = Callable[[imapclient.IMAPClient, str], "FolderState"]
 
 class _Stopped(Exception):
     """Another connection of the pass failed or was told to stop."""
-
-
-class YieldGate:
-    """Lets the folder's fence be yielded only between whole batches.
-
-    A batch enters the gate before its fetch starts and leaves it once it is
-    written (or dropped). When the fence is due, `maybe_yield` stops new
-    batches from entering, waits for those inside to be written, yields, and
-    lets them go on. `generation` counts yields: a connection that sees it
-    change forgets what it had learnt about the folder (a job in between may
-    have expunged). A connection never waits to enter while it has a batch
-    inside (`try_enter` for a prefetch), nor yields while it has one: either
-    would wait for itself.
-    """
-
-    def __init__(self, fence: FolderFence) -> None:
-        self.fence = fence
-        self.active = 0
-        self.generation = 0
-        self._yielding = False
-        self._changed = asyncio.Condition()
-
-    async def enter(self) -> int:
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._yielding)
-            self.active += 1
-            return self.generation
-
-    def try_enter(self) -> int | None:
-        """Enter unless a yield is due or under way (then: None, do not wait)."""
-        if self._yielding or self.fence.due():
-            return None
-        self.active += 1
-        return self.generation
-
-    async def leave(self) -> None:
-        async with self._changed:
-            self.active -= 1
-            self._changed.notify_all()
-
-    async def maybe_yield(self) -> None:
-        """Yield the fence if it is due; call only with no batch of one's own inside."""
-        if self._yielding or not self.fence.due():
-            return
-        async with self._changed:
-            if self._yielding or not self.fence.due():
-                return
-            self._yielding = True
-            try:
-                await self._changed.wait_for(lambda: self.active == 0)
-                await self.fence.yield_()
-                self.generation += 1
-            finally:
-                self._yielding = False
-                self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -441,57 +387,47 @@ class ParallelFirstSync:
         )
 
     async def _fetch_ranges(self, link: _Link, result: dict[str, int]) -> bool:
-        """Batch after batch on one connection, the next fetched while this one
-        is parsed and written (the connection's round trips overlap the work),
-        except when the fence is due: nothing read before a yield is written
-        after it. A fetch in flight is always awaited, never abandoned."""
-        batches = self._batches()
-        current = next(batches, None)
-        pending: asyncio.Future[Any] | None = None
-        try:
-            while current is not None:
-                if pending is None:
-                    self.ctx.checkpoint()
-                    if self._give_back(link):
-                        self._requeue(current.rng)
-                        self.given_back += 1
-                        log.info(
-                            "%s: giving its IMAP connection back (a slot is wanted)", link.name
-                        )
-                        return False
-                    pending = self._start_fetch(link, current, await self.gate.enter())
-                raws, problems = await pending
-                pending = None
-                self.run.bytes_fetched += sum(len(r.body) for r in raws)
-                self.run.messages_fetched += len(raws)
-                try:
-                    if self.error is not None:
-                        raise _Stopped()
-                    following = next(batches, None)
-                    if following is not None and not self._give_back(link):
-                        self.ctx.checkpoint()
-                        generation = self.gate.try_enter()
-                        if generation is not None:
-                            pending = self._start_fetch(link, following, generation)
-                    fetched, more = await self.run.parser.parse(raws, self.run.mentions.identity)
-                    await self._write(current, fetched, problems + more, result)
-                finally:
-                    await self.gate.leave()
-                link.batches += 1
-                current = following
-                if pending is None:
-                    await self.gate.maybe_yield()
-            return not self._give_back(link)
-        finally:
-            if pending is not None:
-                with contextlib.suppress(BaseException):
-                    await pending
-                await self.gate.leave()
+        """Batch after batch on one connection through its pipeline
+        (executor/sync_pipeline.py); returns whether a borrowed connection is
+        kept. One given back stops once its batches in flight are written,
+        and its range goes back to the queue for the others."""
+
+        def stop_before(batch: _Batch) -> bool:
+            if self.error is not None:
+                raise _Stopped()
+            self.ctx.checkpoint()
+            return self._give_back(link)
+
+        async def fetch(
+            batch: _Batch, generation: int
+        ) -> tuple[list[RawMessage], list[dict[str, Any]]]:
+            raws, problems = await self._start_fetch(link, batch, generation)
+            self.run.count_fetched(raws)
+            return raws, problems
+
+        async def write(batch: _Batch, parsed: ParsedBatch, problems: list[dict[str, Any]]) -> None:
+            await self._write(batch, parsed, problems, result)
+            link.batches += 1
+
+        pipeline: BatchPipeline[_Batch] = BatchPipeline(
+            self.gate,
+            fetch=fetch,
+            parse=self.run.parse_for(self.folder, self.state.uidvalidity),
+            write=write,
+            stop_before=stop_before,
+        )
+        stopped = await pipeline.run(self._batches())
+        if stopped is not None:
+            self._requeue(stopped.rng)
+            self.given_back += 1
+            log.info("%s: giving its IMAP connection back (a slot is wanted)", link.name)
+            return False
+        return not self._give_back(link)
 
     async def _write(
         self,
         batch: _Batch,
-        fetched: Sequence[mirror.FetchedMessage],
+        parsed: ParsedBatch,
         problems: list[dict[str, Any]],
         result: dict[str, int],
     ) -> None:
@@ -503,7 +439,7 @@ class ParallelFirstSync:
             ctx.checkpoint()  # a cancel seen by any connection: nothing more is written
             validity = self.state.uidvalidity
             async with ctx.store.fenced_transaction(ctx.lease) as conn:
-                await mirror.upsert_messages(conn, self.folder, validity, fetched)
+                await mirror.upsert_encoded(conn, self.folder, validity, parsed.rows)
                 cursor = await sync_ranges.advance(
                     conn, self.folder, validity, rng.lo, batch.done_uid
                 )
@@ -512,8 +448,8 @@ class ParallelFirstSync:
                         conn,
                         self.folder,
                         batch.uids,
-                        fetched,
-                        problems,
+                        parsed.rows.uids,
+                        problems + parsed.problems,
                         result,
                         data={"range": [rng.lo, rng.hi], "cursor": cursor},
                     )

@@ -18,10 +18,9 @@ interleaves its writes with rows read before it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,11 +31,12 @@ from executor import gmail as gmail_ops
 from executor import mirror_writes as mirror
 from executor.context import JobContext, PermanentJobError
 from executor.folder_lock import FolderFence, folder_lock
-from executor.imap_fetch import UidFetcher
+from executor.imap_fetch import UidFetcher, chunks
 from executor.imap_session import leave_folder
 from executor.mentions import MentionCheck, enqueue_rescore_if_stale
-from executor.parsing import ParserPool, RawMessage
+from executor.parsing import ParsedBatch, ParserPool, RawMessage
 from executor.sync_parallel import BorrowedConnections, ParallelFirstSync
+from executor.sync_pipeline import BatchPipeline, YieldGate
 
 log = logging.getLogger(__name__)
 
@@ -518,59 +518,64 @@ class SyncRun:
         fence: FolderFence,
         result: dict[str, int],
     ) -> None:
-        """New messages in micro-batches; the next batch is fetched while this one
-        is written (IMAP and Postgres overlap), except right before the fence is
-        yielded: nothing read before a yield may be written after it."""
+        """New messages in micro-batches through the connection's pipeline
+        (executor/sync_pipeline.py): fetched back to back, parsed in the parse
+        processes, each written with its cursor move and progress event."""
         ctx = self.ctx
-        batches = [
-            new_uids[i : i + self.batch_size] for i in range(0, len(new_uids), self.batch_size)
-        ]
-        pending: asyncio.Task[Any] | None = None
-        try:
-            for index, uids in enumerate(batches):
-                if pending is None:
-                    pending = asyncio.create_task(
-                        ctx.imap.call(
-                            self.mentions.fetch, fetch_raw, fetcher, uids, condstore, self.gmail
-                        )
-                    )
-                raws, problems = await pending
-                pending = None
-                self.bytes_fetched += sum(len(r.body) for r in raws)
-                self.messages_fetched += len(raws)
-                yield_now = fence.due()
-                if index + 1 < len(batches) and not yield_now:
-                    pending = asyncio.create_task(
-                        ctx.imap.call(
-                            self.mentions.fetch,
-                            fetch_raw,
-                            fetcher,
-                            batches[index + 1],
-                            condstore,
-                            self.gmail,
-                        )
-                    )
-                fetched, parse_problems = await self.parser.parse(raws, self.mentions.identity)
-                async with ctx.store.fenced_transaction(ctx.lease) as conn:
-                    await mirror.upsert_messages(conn, folder, state.uidvalidity, fetched)
-                    await self.record_batch(
-                        conn, folder, uids, fetched, problems + parse_problems, result
-                    )
-                ctx.checkpoint()
-                if yield_now and index + 1 < len(batches):
-                    await fence.yield_()
-                    fetcher.dense = None  # a job in between may have expunged: learn it again
-        finally:
-            if pending is not None:
-                with contextlib.suppress(Exception):
-                    await pending
+        gate = YieldGate(fence)
+        seen = gate.generation
+
+        async def fetch(uids: list[int], generation: int) -> tuple[list[RawMessage], Any]:
+            nonlocal seen
+            if generation != seen:  # a job in between may have expunged: learn it again
+                fetcher.dense, seen = None, generation
+            raws, problems = await ctx.imap.call(
+                self.mentions.fetch, fetch_raw, fetcher, uids, condstore, self.gmail
+            )
+            self.count_fetched(raws)
+            return raws, problems
+
+        async def write(uids: list[int], parsed: ParsedBatch, problems: list[Any]) -> None:
+            ctx.checkpoint()  # after a cancel is seen nothing more is written
+            async with ctx.store.fenced_transaction(ctx.lease) as conn:
+                await mirror.upsert_encoded(conn, folder, state.uidvalidity, parsed.rows)
+                await self.record_batch(
+                    conn, folder, uids, parsed.rows.uids, problems + parsed.problems, result
+                )
+
+        def stop_before(_uids: list[int]) -> bool:
+            ctx.checkpoint()
+            return False
+
+        pipeline: BatchPipeline[list[int]] = BatchPipeline(
+            gate,
+            fetch=fetch,
+            parse=self.parse_for(folder, state.uidvalidity),
+            write=write,
+            stop_before=stop_before,
+        )
+        await pipeline.run(chunks(new_uids, self.batch_size))
+
+    def parse_for(
+        self, folder: str, uidvalidity: int
+    ) -> Callable[[list[RawMessage]], Awaitable[ParsedBatch]]:
+        """The pipeline's parse step for this folder: rows come back encoded."""
+
+        def parse(raws: list[RawMessage]) -> Awaitable[ParsedBatch]:
+            return self.parser.parse_batch(raws, self.mentions.identity, folder, uidvalidity)
+
+        return parse
+
+    def count_fetched(self, raws: Sequence[RawMessage]) -> None:
+        self.bytes_fetched += sum(len(r.body) for r in raws)
+        self.messages_fetched += len(raws)
 
     async def record_batch(
         self,
         conn: Any,
         folder: str,
         uids: Sequence[int],
-        fetched: Sequence[mirror.FetchedMessage],
+        written: Sequence[int],
         problems: list[dict[str, Any]],
         result: dict[str, int],
         data: dict[str, Any] | None = None,
@@ -580,10 +585,10 @@ class SyncRun:
         self.done += len(uids)
         self.remaining[folder] -= len(uids)
         self.batches += 1
-        result["new"] += len(fetched)
+        result["new"] += len(written)
         result["problems"] += len(problems)
         await self.ctx.progress(
-            f"{folder}: {len(fetched)} message(s) mirrored"
+            f"{folder}: {len(written)} message(s) mirrored"
             + (f", {len(problems)} with problems" if problems else ""),
             processed=self.base + self.done,
             total_estimate=self.total,
@@ -592,8 +597,8 @@ class SyncRun:
                 "phase": "fetch",
                 "folder": folder,
                 "batch": self.batches,
-                "items_found": len(fetched),
-                "uids": [m.uid for m in fetched],
+                "items_found": len(written),
+                "uids": list(written),
                 "has_more": self.total > self.base + self.done,
                 "problems": problems,
                 **(data or {}),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from executor.sync_parallel import YieldGate
+from executor.sync_pipeline import YieldGate
 
 
 class FakeFence:
