@@ -128,8 +128,9 @@ class BatchPipeline(Generic[B]):
         self.parse = parse
         self.write = write
         self.stop_before = stop_before
+        self.depth = max(1, depth)
         self.queue: asyncio.Queue[tuple[B, asyncio.Future[ParsedBatch], Problems] | _End] = (
-            asyncio.Queue(maxsize=max(1, depth - 1))
+            asyncio.Queue()
         )
         self.inside = 0  # this pipeline's batches in the gate
         self._drained = asyncio.Condition()
@@ -181,6 +182,9 @@ class BatchPipeline(Generic[B]):
                     if not self.stopping:
                         self.stopped_at = batch
                     break
+                await self._wait_below(self.depth)
+                if self.stopping:
+                    break
                 generation = self.gate.try_enter() if self.inside else None
                 if generation is None:
                     await self._wait_drained()
@@ -208,5 +212,8 @@ class BatchPipeline(Generic[B]):
             self._drained.notify_all()
 
     async def _wait_drained(self) -> None:
+        await self._wait_below(1)
+
+    async def _wait_below(self, count: int) -> None:
         async with self._drained:
-            await self._drained.wait_for(lambda: self.inside == 0)
+            await self._drained.wait_for(lambda: self.inside < count)
