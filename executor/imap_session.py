@@ -43,6 +43,16 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def quiet_protocol_trace(client: imapclient.IMAPClient) -> None:
+    """imapclient turns imaplib's trace to level 5, so every protocol line and
+    literal (every fetched body) is formatted with %r for its DEBUG logger even
+    when that logger then drops it: 15-25% of a fetch's CPU (10,000 messages:
+    1.37-1.59 s → 1.02-1.30 s). With that logger off for DEBUG, imaplib is told
+    not to trace; with it on, the trace (secrets redacted by imapclient) stays."""
+    if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+        client._imap.debug = 0
+
+
 class ImapUnavailable(Exception):
     """The server could not be reached after the allowed retries."""
 
@@ -81,6 +91,7 @@ class ImapSession:
             self.account.host, port=self.account.port, ssl=self.account.ssl, timeout=self.timeout
         )
         client.normalise_times = False  # keep INTERNALDATE time zones
+        quiet_protocol_trace(client)
         try:
             self.sign_in.login(client)
         except BaseException:
