@@ -45,6 +45,20 @@ class JobWrite:
     level: str = "info"
     data: dict[str, Any] | None = None
 
+    def as_json(self) -> dict[str, Any]:
+        """One row of the `claim` query's `writes` document."""
+        return {
+            "kind": self.kind.value,
+            "job_id": str(self.lease.job_id),
+            "attempt": self.lease.attempt,
+            "owner": self.lease.owner,
+            "processed": self.processed,
+            "total_estimate": self.total_estimate,
+            "level": self.level,
+            "message": self.message,
+            "data": self.data or {},
+        }
+
 
 @dataclass(frozen=True)
 class WrittenBatch:
@@ -494,15 +508,9 @@ class JobStore:
         rows = await self._all(
             "claim",
             {
-                "kinds": [w.kind.value for w in writes],
-                "job_ids": [w.lease.job_id for w in writes],
-                "attempts": [w.lease.attempt for w in writes],
-                "write_owners": [w.lease.owner for w in writes],
-                "processed": [w.processed for w in writes],
-                "totals": [w.total_estimate for w in writes],
-                "levels": [w.level for w in writes],
-                "messages": [w.message for w in writes],
-                "data": [Jsonb(w.data or {}) for w in writes],
+                # One JSON document, not an array per field: psycopg dumps
+                # arrays element by element in Python, json.dumps does it in C.
+                "writes": Jsonb([w.as_json() for w in writes]),
                 "owners": list(owners),
                 "lease_seconds": lease_seconds,
                 "job_types": list(job_types) if job_types is not None else None,
