@@ -260,8 +260,14 @@ def _check_batch(writes: Sequence[JobWrite]) -> None:
 
 
 class JobStore:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, *, claims: AsyncConnectionPool | None = None
+    ) -> None:
+        """`claims` runs the `claim` query (claims, and the completer's batches):
+        the executor's pool of generic plans (`open_pool(generic_plans=True)`),
+        so the statement it runs most is not planned again on every call."""
         self.pool = pool
+        self.claims = claims or pool
 
     async def _one(self, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
         async with self.pool.connection() as conn:
@@ -505,17 +511,16 @@ class JobStore:
         `written`. A job's events take its next seqs in the order of `writes`;
         its completion, if any, must be its last write."""
         _check_batch(writes)
-        rows = await self._all(
-            "claim",
-            {
-                # One JSON document, not an array per field: psycopg dumps
-                # arrays element by element in Python, json.dumps does it in C.
-                "writes": Jsonb([w.as_json() for w in writes]),
-                "owners": list(owners),
-                "lease_seconds": lease_seconds,
-                "job_types": list(job_types) if job_types is not None else None,
-            },
-        )
+        params = {
+            # One JSON document, not an array per field: psycopg dumps
+            # arrays element by element in Python, json.dumps does it in C.
+            "writes": Jsonb([w.as_json() for w in writes]),
+            "owners": list(owners),
+            "lease_seconds": lease_seconds,
+            "job_types": list(job_types) if job_types is not None else None,
+        }
+        async with self.claims.connection() as conn:
+            rows = await (await conn.execute(query("claim"), params)).fetchall()
         written: dict[uuid.UUID, Job] = {}
         claimed: list[Job] = []
         for row in rows:
