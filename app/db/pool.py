@@ -90,14 +90,13 @@ async def open_pool(
     checkout round trip for connections that look alive (see `HealingPool`).
 
     `generic_plans` is for a pool that runs only statements whose plan does
-    not depend on their parameters (the `claim` query, see JobStore): each is
-    prepared on its first call and planned once per connection, instead of on
-    every call. Postgres would pick that generic plan by itself only while its
+    not depend on their parameters (the `claim` query, see JobStore): a
+    prepared statement is planned once per connection, instead of on every
+    call. Postgres would pick that generic plan by itself only while its
     estimates favour it (for `claim`, only while few jobs are pending).
     """
     kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
     if generic_plans:
-        kwargs["prepare_threshold"] = 0
         kwargs["options"] = "-c plan_cache_mode=force_generic_plan"
     pool = HealingPool(
         conninfo,

@@ -520,7 +520,9 @@ class JobStore:
             "job_types": list(job_types) if job_types is not None else None,
         }
         async with self.claims.connection() as conn:
-            rows = await (await conn.execute(query("claim"), params)).fetchall()
+            # Prepared from its first call: on `claims`, that is its one plan.
+            cur = await conn.execute(query("claim"), params, prepare=True)
+            rows = await cur.fetchall()
         written: dict[uuid.UUID, Job] = {}
         claimed: list[Job] = []
         for row in rows:
