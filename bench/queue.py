@@ -16,7 +16,11 @@ the admin URL in DATABASE_URL / TEST_ADMIN_DATABASE_URL), dropped afterwards:
   round trip of its own), once written behind (`ctx.progress(..., wait=False)`:
   it shares the batch of the job's completion). Timed from the executor's
   start until every job is `completed`; then the event log is checked (3 per
-  job, seq 1..3).
+  job, seq 1..3). The completer writes what its workers hand in meanwhile as
+  one `claim` statement (events, completions and the freed workers' next
+  jobs), which the executor keeps prepared with one generic plan; `stmt/job`
+  is how many of those statements each job cost (2/3 awaited, 1/3 behind:
+  3 workers in step share each one).
 * pick-up: the same executor idle (it waits on LISTEN, its poll is 2 s);
   `--pickups` single jobs, one at a time, to the handler's start: from
   sending the INSERT (which includes its own execution) and from its commit.
@@ -186,7 +190,10 @@ async def noop_with_event_behind(ctx: JobContext) -> dict[str, Any]:
     return {}
 
 
-async def executor_burn_down(admin: str, n: int, *, behind: bool = False) -> float:
+async def executor_burn_down(
+    admin: str, n: int, *, behind: bool = False, statements: list[float] | None = None
+) -> float:
+    """Jobs per second; appends the completer's statements per job to `statements`."""
     async with (
         fresh_database(admin, migrated=True) as url,
         await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
@@ -200,9 +207,12 @@ async def executor_burn_down(admin: str, n: int, *, behind: bool = False) -> flo
             return row is not None and row[0] >= n
 
         t0 = time.perf_counter()
-        async with running_executor(url, noop_with_event_behind if behind else noop_with_event):
+        handler = noop_with_event_behind if behind else noop_with_event
+        async with running_executor(url, handler) as executor:
             await wait_until(drained, timeout=n / 20 + 60, every=0.02)
             elapsed = time.perf_counter() - t0
+            if statements is not None and executor.completer is not None:
+                statements.append(executor.completer.batches / n)
         cur = await conn.execute(
             "SELECT count(*), count(DISTINCT job_id), min(seq), max(seq),"
             " bool_and(seq BETWEEN 1 AND 3) FROM imap_job_events"
@@ -388,6 +398,7 @@ class Case:
     run: Callable[[], Awaitable[float]]
     part: str
     rates: list[float] = field(default_factory=list)
+    statements: list[float] = field(default_factory=list)  # per job, where known
 
     @property
     def rate(self) -> float | None:
@@ -418,9 +429,21 @@ async def main() -> None:
 
     if part("others"):
         ensure_bench_dependencies()
+    awaited: list[float] = []  # the completer's statements per job
+    behind: list[float] = []
     cases = [
-        Case(EXECUTOR, lambda: executor_burn_down(admin, n), "executor"),
-        Case(EXECUTOR_BEHIND, lambda: executor_burn_down(admin, n, behind=True), "executor"),
+        Case(
+            EXECUTOR,
+            lambda: executor_burn_down(admin, n, statements=awaited),
+            "executor",
+            statements=awaited,
+        ),
+        Case(
+            EXECUTOR_BEHIND,
+            lambda: executor_burn_down(admin, n, behind=True, statements=behind),
+            "executor",
+            statements=behind,
+        ),
         Case(PGQ_C3, lambda: pgqueuer_burn_down(admin, n, concurrency=3), "others"),
         Case(PGQ_DEFAULT, lambda: pgqueuer_burn_down(admin, n, concurrency=0), "others"),
         Case(
@@ -450,11 +473,12 @@ async def main() -> None:
     if cases:
         print()
         print(f"burn-down of {n} no-op jobs (fresh database each; median of {args.rounds} rounds)")
-        print(f"{'queue':<44} {'jobs/s':>9} {'× pgqueuer c3':>14}   rounds")
+        print(f"{'queue':<44} {'jobs/s':>9} {'× pgqueuer c3':>14} {'stmt/job':>9}   rounds")
         for c in cases:
             ratio = f"{c.rate / base:.2f}×" if base and c.rate else "-"
+            per_job = f"{statistics.median(c.statements):.2f}" if c.statements else "-"
             each = " ".join(f"{r:,.0f}" for r in c.rates)
-            print(f"{c.name:<44} {c.rate or 0:>9,.0f} {ratio:>14}   {each}")
+            print(f"{c.name:<44} {c.rate or 0:>9,.0f} {ratio:>14} {per_job:>9}   {each}")
     if pickup:
         print()
         print(f"pick-up latency to the handler's start ({len(pickup)} jobs, idle executor)")

@@ -115,7 +115,16 @@ class Executor:
         pool = await open_pool(
             self.conninfo, min_size=1, max_size=2 * len(self.slots) + 6, quick_check=True
         )
-        store = JobStore(pool)
+        # The claim statement (the completer's batches, the producer's claims)
+        # on connections that plan it once: planning it cost as much as running it.
+        try:
+            claims = await open_pool(
+                self.conninfo, min_size=1, max_size=2, quick_check=True, generic_plans=True
+            )
+        except BaseException:
+            await pool.close()
+            raise
+        store = JobStore(pool, claims=claims)
         lease = self.settings.lease_seconds
         self.budget.bind(pool)
         self.completer = Completer(
@@ -149,6 +158,7 @@ class Executor:
             for slot in self.slots:
                 await slot.imap.discard()
             self.parser.close()
+            await claims.close()
             await pool.close()
             log.info("executor stopped")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import select
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -79,6 +80,7 @@ async def open_pool(
     max_size: int = 10,
     timeout: float = 30.0,
     quick_check: bool = False,
+    generic_plans: bool = False,
 ) -> AsyncConnectionPool:
     """Autocommit + dict rows: every store query manages its own transaction.
 
@@ -86,12 +88,21 @@ async def open_pool(
     `timeout` bounds how long a caller waits for a connection while the
     database is away (the web answers 503 then). `quick_check` skips the
     checkout round trip for connections that look alive (see `HealingPool`).
+
+    `generic_plans` is for a pool that runs only statements whose plan does
+    not depend on their parameters (the `claim` query, see JobStore): a
+    prepared statement is planned once per connection, instead of on every
+    call. Postgres would pick that generic plan by itself only while its
+    estimates favour it (for `claim`, only while few jobs are pending).
     """
+    kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
+    if generic_plans:
+        kwargs["options"] = "-c plan_cache_mode=force_generic_plan"
     pool = HealingPool(
         conninfo,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"autocommit": True, "row_factory": dict_row},
+        kwargs=kwargs,
         timeout=timeout,
         open=False,
     )

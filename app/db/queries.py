@@ -24,8 +24,18 @@ def load_queries(path: Path = QUERIES_FILE) -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in queries:
             raise ValueError(f"duplicate query name {name!r} in {path}")
-        queries[name] = body.strip().rstrip(";")
+        queries[name] = _without_leading_comments(body).strip().rstrip(";")
     return queries
+
+
+def _without_leading_comments(body: str) -> str:
+    """The statement without the comment block it opens with: it is for the
+    reader of this file, and psycopg caches the parsing of a statement only
+    when it is short (4 KiB); `claim` is longer only with its comments."""
+    lines = body.strip().splitlines()
+    while lines and lines[0].lstrip().startswith("--"):
+        lines.pop(0)
+    return "\n".join(lines)
 
 
 def query(name: str) -> str:

@@ -88,8 +88,7 @@ class Job:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in row.items() if k in names}
+        values = {name: row[name] for name in _JOB_FIELDS}
         values["job_type"] = job_type_of(values["job_type"])
         values["status"] = JobStatus(values["status"])
         return cls(**values)
@@ -114,6 +113,10 @@ class Job:
             "payload": self.payload,
             "approval_id": str(self.approval_id) if self.approval_id else None,
         }
+
+
+# Read once: the executor makes a Job of every row its claims return.
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,20 @@ class JobWrite:
     level: str = "info"
     data: dict[str, Any] | None = None
 
+    def as_json(self) -> dict[str, Any]:
+        """One row of the `claim` query's `writes` document."""
+        return {
+            "kind": self.kind.value,
+            "job_id": str(self.lease.job_id),
+            "attempt": self.lease.attempt,
+            "owner": self.lease.owner,
+            "processed": self.processed,
+            "total_estimate": self.total_estimate,
+            "level": self.level,
+            "message": self.message,
+            "data": self.data or {},
+        }
+
 
 @dataclass(frozen=True)
 class WrittenBatch:
@@ -246,8 +260,14 @@ def _check_batch(writes: Sequence[JobWrite]) -> None:
 
 
 class JobStore:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, *, claims: AsyncConnectionPool | None = None
+    ) -> None:
+        """`claims` runs the `claim` query (claims, and the completer's batches):
+        the executor's pool of generic plans (`open_pool(generic_plans=True)`),
+        so the statement it runs most is not planned again on every call."""
         self.pool = pool
+        self.claims = claims or pool
 
     async def _one(self, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
         async with self.pool.connection() as conn:
@@ -491,23 +511,18 @@ class JobStore:
         `written`. A job's events take its next seqs in the order of `writes`;
         its completion, if any, must be its last write."""
         _check_batch(writes)
-        rows = await self._all(
-            "claim",
-            {
-                "kinds": [w.kind.value for w in writes],
-                "job_ids": [w.lease.job_id for w in writes],
-                "attempts": [w.lease.attempt for w in writes],
-                "write_owners": [w.lease.owner for w in writes],
-                "processed": [w.processed for w in writes],
-                "totals": [w.total_estimate for w in writes],
-                "levels": [w.level for w in writes],
-                "messages": [w.message for w in writes],
-                "data": [Jsonb(w.data or {}) for w in writes],
-                "owners": list(owners),
-                "lease_seconds": lease_seconds,
-                "job_types": list(job_types) if job_types is not None else None,
-            },
-        )
+        params = {
+            # One JSON document, not an array per field: psycopg dumps
+            # arrays element by element in Python, json.dumps does it in C.
+            "writes": Jsonb([w.as_json() for w in writes]),
+            "owners": list(owners),
+            "lease_seconds": lease_seconds,
+            "job_types": list(job_types) if job_types is not None else None,
+        }
+        async with self.claims.connection() as conn:
+            # Prepared from its first call: on `claims`, that is its one plan.
+            cur = await conn.execute(query("claim"), params, prepare=True)
+            rows = await cur.fetchall()
         written: dict[uuid.UUID, Job] = {}
         claimed: list[Job] = []
         for row in rows:

@@ -75,10 +75,16 @@ LIMIT %(limit)s;
 --     so an executor's completer and lease renewer never deadlock.
 -- Rows come back with `outcome`: 'written' (the job's row after all its
 -- writes) or 'claimed'.
+-- Its plan does not depend on its parameters: every row of imap_jobs is
+-- reached by its job_id (`= ANY`) or through the pending index's order, never
+-- by a join the planner sizes from them. So one generic plan serves every
+-- call (JobStore runs it on connections that keep it; planning this statement
+-- cost about as much as running it), and a batch's writes come as one JSON
+-- document (`writes`: JobWrite.as_json rows, in order).
 WITH w AS (
-    SELECT * FROM unnest(%(kinds)s::text[], %(job_ids)s::uuid[], %(attempts)s::int[],
-                         %(write_owners)s::text[], %(processed)s::int[], %(totals)s::int[],
-                         %(levels)s::text[], %(messages)s::text[], %(data)s::jsonb[])
+    SELECT * FROM ROWS FROM (jsonb_to_recordset(%(writes)s::jsonb)
+            AS (kind text, job_id uuid, attempt int, owner text, processed int,
+                total_estimate int, level text, message text, data jsonb))
         WITH ORDINALITY
         AS w(kind, job_id, attempt, owner, processed, total_estimate, level, message, data, ord)
 ), per_job AS (
@@ -90,7 +96,8 @@ WITH w AS (
     FROM w GROUP BY job_id
 ), held AS (
     SELECT per_job.* FROM imap_jobs j JOIN per_job ON j.job_id = per_job.job_id
-    WHERE j.status = 'running' AND j.attempt = per_job.attempt AND j.lease_owner = per_job.owner
+    WHERE j.job_id = ANY (ARRAY(SELECT job_id FROM per_job))
+      AND j.status = 'running' AND j.attempt = per_job.attempt AND j.lease_owner = per_job.owner
     ORDER BY j.job_id
     FOR NO KEY UPDATE OF j
 ), written AS (
@@ -120,7 +127,7 @@ WITH w AS (
                 ELSE w.data END
     FROM w JOIN written ON written.job_id = w.job_id
 ), picked AS (
-    SELECT job_id, row_number() OVER (ORDER BY created_at, job_id) AS n
+    SELECT array_agg(job_id ORDER BY created_at, job_id) AS ids
     FROM (
         SELECT job_id, created_at FROM imap_jobs
         WHERE status = 'pending' AND run_after <= now()
@@ -133,12 +140,12 @@ WITH w AS (
     UPDATE imap_jobs j SET
         status = 'running',
         attempt = j.attempt + 1,
-        lease_owner = (%(owners)s::text[])[picked.n],
+        lease_owner = (%(owners)s::text[])[array_position(picked.ids, j.job_id)],
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         started_at = coalesce(j.started_at, now()),
         last_seq = j.last_seq + 1
     FROM picked
-    WHERE j.job_id = picked.job_id
+    WHERE j.job_id = ANY (picked.ids)
     RETURNING j.*
 ), ev AS (
     INSERT INTO imap_job_events (job_id, seq, level, message, data)
