@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
@@ -193,10 +194,18 @@ async def finish_folder(
     )
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: Any) -> bytes | str:
     """JSON for upsert_emails: timestamps as ISO 8601 (with their offset, or
-    none, as psycopg would have sent them), read back by the column's type."""
-    return json.dumps(value, default=_iso, ensure_ascii=False, separators=(",", ":"))
+    none, as psycopg would have sent them), read back by the column's type.
+
+    orjson writes the same text as `json.dumps` below, as UTF-8 bytes, ~5x
+    faster (a batch's JSON is a parse process's work). What it refuses (a lone
+    surrogate, an integer past 64 bits) goes the old way, to fail or not as it
+    did (tests/unit/test_mirror_json.py)."""
+    try:
+        return orjson.dumps(value, default=_iso, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value, default=_iso, ensure_ascii=False, separators=(",", ":"))
 
 
 def _as_is(value: str) -> str:
