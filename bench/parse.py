@@ -13,13 +13,16 @@ first BODY_PREFIX_BYTES of the body). The reference in the same process is
 the standard library's parser (`email.message_from_bytes`, compat32 policy),
 which only splits a message into parts and decodes nothing.
 
-Figures are CPU time of one process (`time.process_time`), best of
-`--rounds`: on a shared machine the wall clock mostly measures the others.
+Figures are CPU time of one process (`time.process_time`), each chunk's
+best of `--rounds`: on a shared machine the wall clock mostly measures the
+others.
 
 `--against REF` measures the code of a git revision too (its app/ and
-executor/ exported to a temporary folder) in alternating rounds, each side in
-a fresh process over the same messages, prints both and the ratio, and
-checks that both wrote the same rows (a hash of the JSON and the problems).
+executor/ exported to a temporary folder): two worker processes, one per
+revision, over the same messages, taking turns every `--chunks`-th of the
+mailbox so that load from elsewhere hits both alike. It prints both, their
+ratio, and whether both wrote the same rows (a hash of the JSON and the
+problems).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from email import policy  # noqa: E402
+from typing import Any  # noqa: E402
 
 from app.mail.identity import Identity  # noqa: E402
 from app.mail.mime import parse_message  # noqa: E402
@@ -76,66 +80,126 @@ def bench_mailbox(messages: int, big_share: float) -> list[Fetched]:
     return out
 
 
-def _cpu(fn: Callable[[], object], count: int) -> float:
-    """CPU microseconds per message of one call of `fn` over `count` messages."""
-    t0 = time.process_time()
-    fn()
-    return (time.process_time() - t0) / count * 1e6
+class Stages:
+    """The stages over the mailbox's messages, run one chunk at a time: a chunk is
+    `chunks`-th of the mailbox, so two workers can take turns every fraction
+    of a second and see the same load from elsewhere."""
+
+    def __init__(self, fetched: list[Fetched], chunks: int) -> None:
+        self.raws = [
+            parsing.RawMessage(uid=u, flags=f, internal_date=d, size=s, modseq=None, body=b)
+            for u, f, d, s, b in fetched
+        ]
+        size = -(-len(self.raws) // chunks // BATCH) * BATCH  # whole batches
+        self.chunks = [self.raws[i : i + size] for i in range(0, len(self.raws), size)]
+        parsed, _ = parsing.parse_raw(self.raws, ME)  # also warms every lazy compile
+        by_uid = {m.uid: m for m in parsed}
+        self.parsed = [[by_uid[r.uid] for r in chunk if r.uid in by_uid] for chunk in self.chunks]
+
+    def run(self, stage: str, chunk: int) -> float:
+        """CPU seconds of `stage` over chunk number `chunk`."""
+        raws = self.chunks[chunk]
+        parsed = self.parsed[chunk]
+        bodies = [r.body for r in raws]
+        run: Callable[[], object]
+        if stage == "stdlib":
+
+            def run() -> None:
+                for body in bodies:
+                    for _part in email.message_from_bytes(body, policy=policy.compat32).walk():
+                        pass
+
+        elif stage == "parse_off":
+
+            def run() -> None:
+                for body in bodies:
+                    parse_message(body)
+
+        elif stage == "parse_on":
+
+            def run() -> None:
+                for body in bodies:
+                    parse_message(body, identity=ME)
+
+        elif stage == "score":
+            by_uid = {r.uid: r for r in raws}
+
+            def run() -> None:
+                for m in parsed:
+                    parsing._scores(m.parsed, by_uid[m.uid], m.mentions_you, ME, [])
+
+        elif stage == "row_json":
+
+            def run() -> None:
+                for i in range(0, len(parsed), BATCH):
+                    rows = [mirror_writes._row("INBOX", 1, m) for m in parsed[i : i + BATCH]]
+                    mirror_writes._dumps(rows)
+
+        else:  # "total": what a parse process does with each batch
+
+            def run() -> None:
+                for i in range(0, len(raws), BATCH):
+                    done, _problems = parsing.parse_raw(raws[i : i + BATCH], ME)
+                    mirror_writes._dumps([mirror_writes._row("INBOX", 1, m) for m in done])
+
+        t0 = time.process_time()
+        run()
+        return time.process_time() - t0
+
+    def digest(self) -> str:
+        """A hash of every row's JSON and every problem, batch by batch."""
+        digest = hashlib.sha256()
+        for i in range(0, len(self.raws), BATCH):
+            done, problems = parsing.parse_raw(self.raws[i : i + BATCH], ME)
+            text = mirror_writes._dumps([mirror_writes._row("INBOX", 1, m) for m in done])
+            digest.update(text.encode() if isinstance(text, str) else text)
+            digest.update(json.dumps(problems, sort_keys=True).encode())
+        return digest.hexdigest()
 
 
-def measure(fetched: list[Fetched]) -> tuple[dict[str, float], str]:
-    """One round: CPU us per message for each stage, and a hash of the result."""
-    raws = [
-        parsing.RawMessage(uid=u, flags=f, internal_date=d, size=s, modseq=None, body=b)
-        for u, f, d, s, b in fetched
-    ]
-    batches = [raws[i : i + BATCH] for i in range(0, len(raws), BATCH)]
-    n = len(raws)
-    bodies = [r.body for r in raws]
-    parsed, _ = parsing.parse_raw(raws, ME)
-
-    def stdlib() -> None:
-        for body in bodies:
-            msg = email.message_from_bytes(body, policy=policy.compat32)
-            for _part in msg.walk():
-                pass
-
-    def score() -> None:
-        for m, raw in zip(parsed, raws, strict=True):
-            parsing._scores(m.parsed, raw, m.mentions_you, ME, [])
-
-    def row_json() -> None:
-        for i in range(0, n, BATCH):
-            mirror_writes._dumps([mirror_writes._row("INBOX", 1, m) for m in parsed[i : i + BATCH]])
-
-    def total() -> None:
-        for batch in batches:
-            done, _problems = parsing.parse_raw(batch, ME)
-            mirror_writes._dumps([mirror_writes._row("INBOX", 1, m) for m in done])
-
-    figures = {
-        "stdlib": _cpu(stdlib, n),
-        "parse_off": _cpu(lambda: [parse_message(b) for b in bodies], n),
-        "parse_on": _cpu(lambda: [parse_message(b, identity=ME) for b in bodies], n),
-        "score": _cpu(score, n),
-        "row_json": _cpu(row_json, n),
-        "total": _cpu(total, n),
-    }
-    digest = hashlib.sha256()
-    for batch in batches:
-        done, problems = parsing.parse_raw(batch, ME)
-        rows = [mirror_writes._row("INBOX", 1, m) for m in done]
-        text = mirror_writes._dumps(rows)
-        digest.update(text.encode() if isinstance(text, str) else text)
-        digest.update(json.dumps(problems, sort_keys=True).encode())
-    return figures, digest.hexdigest()
+def _worker(data: Path, chunks: int) -> None:
+    """`--worker`: answers `STAGE CHUNK` lines with CPU seconds, `digest` with the hash."""
+    stages = Stages(pickle.loads(data.read_bytes()), chunks)
+    print(json.dumps({"ready": parsing.__file__}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "digest":
+            print(json.dumps(stages.digest()), flush=True)
+        else:
+            stage, chunk = line.split()
+            print(json.dumps(stages.run(stage, int(chunk))), flush=True)
 
 
-def _worker(data: Path) -> None:
-    """`--worker`: one round in this process, figures as JSON on stdout."""
-    fetched = pickle.loads(data.read_bytes())
-    figures, digest = measure(fetched)
-    print(json.dumps({"figures": figures, "digest": digest, "module": parsing.__file__}))
+class _Side:
+    """A worker process measuring the product found under `root`."""
+
+    def __init__(self, root: Path, data: Path, chunks: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", str(data)]
+            + ["--chunks", str(chunks), "--root", str(root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        module = self._ask(None)["ready"]
+        assert module.startswith(str(root)), module  # not an installed copy
+
+    def _ask(self, line: str | None) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if line is not None:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def run(self, stage: str, chunk: int) -> float:
+        return float(self._ask(f"{stage} {chunk}"))
+
+    def digest(self) -> str:
+        return str(self._ask("digest"))
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
 
 
 def _export(ref: str, into: Path) -> None:
@@ -148,20 +212,22 @@ def _export(ref: str, into: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
 
 
-def _round(root: Path, data: Path) -> tuple[dict[str, float], str]:
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", str(data), "--root", str(root)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["module"].startswith(str(root)), result["module"]  # not an installed copy
-    return result["figures"], result["digest"]
-
-
-def _best(rounds: list[dict[str, float]]) -> dict[str, float]:
-    return {s: min(r[s] for r in rounds) for s in STAGES}
+def _rounds(sides: list[Any], chunks: int, rounds: int, count: int) -> list[dict[str, float]]:
+    """Per side and stage, us per message: the sum over the chunks of each
+    chunk's best of `rounds`. Within a round the sides take turns chunk by
+    chunk (and change who goes first), so a burst of load from elsewhere
+    spoils one chunk's turn of both sides, which another round makes up."""
+    best = [{s: [float("inf")] * chunks for s in STAGES} for _ in sides]
+    for r in range(rounds):
+        for stage in STAGES:
+            for chunk in range(chunks):
+                order = list(range(len(sides)))
+                if (r + chunk) % 2:
+                    order.reverse()
+                for i in order:
+                    seconds = sides[i].run(stage, chunk)
+                    best[i][stage][chunk] = min(best[i][stage][chunk], seconds)
+    return [{s: sum(side[s]) / count * 1e6 for s in STAGES} for side in best]
 
 
 def _print(label: str, f: dict[str, float], base: dict[str, float] | None = None) -> None:
@@ -187,12 +253,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--big-share", type=float, default=0.02)
     parser.add_argument("--rounds", type=int, default=5, help="best of this many rounds")
+    parser.add_argument("--chunks", type=int, default=10, help="turns per stage and round")
     parser.add_argument("--against", metavar="REF", help="also measure this git revision")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        _worker(args.worker)
+        _worker(args.worker, args.chunks)
         return
     fetched = bench_mailbox(args.messages, args.big_share)
     print(
@@ -200,8 +267,8 @@ def main() -> None:
         f"CPU us per message, best of {args.rounds} rounds"
     )
     if args.against is None:
-        rounds = [measure(fetched)[0] for _ in range(args.rounds)]
-        _print("this tree", _best(rounds))
+        (now,) = _rounds([Stages(fetched, args.chunks)], args.chunks, args.rounds, len(fetched))
+        _print("this tree", now)
         return
     with tempfile.TemporaryDirectory(prefix="bench-parse-") as tmp:
         base_root = Path(tmp) / "base"
@@ -209,19 +276,15 @@ def main() -> None:
         _export(args.against, base_root)
         data = Path(tmp) / "messages.pickle"
         data.write_bytes(pickle.dumps(fetched))
-        ours: list[dict[str, float]] = []
-        theirs: list[dict[str, float]] = []
-        digests: set[tuple[str, str]] = set()
-        for _ in range(args.rounds):  # alternating, so load from elsewhere hits both
-            base_figures, base_digest = _round(base_root, data)
-            our_figures, our_digest = _round(HERE.parent, data)
-            theirs.append(base_figures)
-            ours.append(our_figures)
-            digests.add((base_digest, our_digest))
-    base, now = _best(theirs), _best(ours)
+        sides = [_Side(base_root, data, args.chunks), _Side(HERE.parent, data, args.chunks)]
+        try:
+            base, now = _rounds(sides, args.chunks, args.rounds, len(fetched))
+            same = sides[0].digest() == sides[1].digest()
+        finally:
+            for side in sides:
+                side.close()
     _print(args.against, base)
     _print("this tree", now, base)
-    same = all(a == b for a, b in digests)
     print(f"rows and problems    : {'identical' if same else 'DIFFERENT'} to {args.against}'s")
 
 
