@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from app.db.queries import query
 from app.mail.mime import ParsedMessage
 from app.mail.scores import SCORES_VERSION, UNSCORED, Scores
+from app.quick_init import quick_init
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class FolderCursor:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
 
+@quick_init
 @dataclass(frozen=True)
 class FetchedMessage:
     """One message as fetched and parsed, ready for the mirror."""

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from app.mail.identity import Identity
 from app.mail.keywords import Keywords
+from app.quick_init import quick_init
 
 # Where cleaned mail goes (a folder; on Gmail, a label): the one place it is named.
 CLEAN_FOLDER = "Secretary/Auto-Cleaned"
@@ -102,6 +103,7 @@ class CleanInput(Protocol):
     auto_submitted: str | None
 
 
+@quick_init
 @dataclass(frozen=True)
 class CleanVerdict:
     candidate: bool

@@ -40,6 +40,7 @@ from app.mail.addresses import (
     parse_address_list,
 )
 from app.mail.message_ref import normalise_message_id
+from app.quick_init import quick_init
 
 if TYPE_CHECKING:
     from app.mail.identity import Identity
@@ -99,6 +100,7 @@ _SIGNATURES = frozenset(
 )
 
 
+@quick_init
 @dataclass(frozen=True)
 class ParsedMessage:
     message_id: str | None = None
@@ -297,13 +299,16 @@ class _Headers:
 
 def _field_text(value: bytes) -> str:
     """Unfolded field value; 8-bit header bytes are UTF-8 or else Windows-1252."""
-    value = value.replace(b"\r", b"").replace(b"\n", b"").strip()
-    if value.isascii():
-        return value.decode("ascii")
+    text = value.strip()
+    # Line breaks inside the value are dropped (around it, strip drops them).
+    if b"\n" in text or b"\r" in text:
+        text = value.replace(b"\r", b"").replace(b"\n", b"").strip()
+    if text.isascii():
+        return text.decode("ascii")
     try:
-        return value.decode("utf-8")
+        return text.decode("utf-8")
     except UnicodeDecodeError:
-        return value.decode("cp1252", "replace")
+        return text.decode("cp1252", "replace")
 
 
 def _split_entity(data: bytes, problems: list[str]) -> tuple[_Headers, bytes]:

@@ -19,12 +19,14 @@ from typing import Any
 
 from app.mail.identity import Identity
 from app.mail.triage import is_zoom, triage_and_verdict
+from app.quick_init import quick_init
 
 # Bump whenever a rule in triage.py or clean.py changes what a row scores:
 # every stored score then reads as stale until the `rescore` job recomputes it.
 SCORES_VERSION = 1
 
 
+@quick_init
 @dataclass(frozen=True)
 class Scores:
     triage_category: str

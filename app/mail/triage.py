@@ -16,6 +16,7 @@ from typing import Protocol
 from app.mail.clean import CleanVerdict, assess_with_signals, bulk_signals
 from app.mail.identity import Identity
 from app.mail.keywords import Keywords, fold
+from app.quick_init import quick_init
 
 CATEGORIES = ("action_required", "fyi", "newsletter", "notification", "cleanup")
 
@@ -53,6 +54,7 @@ class TriageInput(Protocol):
     auto_submitted: str | None
 
 
+@quick_init
 @dataclass(frozen=True)
 class Triage:
     category: str
@@ -144,14 +146,19 @@ def triage_and_verdict(
     if verdict.candidate:
         evidence["cleanup"].append((verdict.confidence * 0.85, "safe to clean"))
 
-    scores = {c: _noisy_or(w for w, _ in ev) for c, ev in evidence.items()}
+    scores = {c: _noisy_or(w for w, _ in ev) if ev else 0.0 for c, ev in evidence.items()}
     dampen = 1.0
     if "\\Answered" in flags:
         dampen *= 0.45
     if bulk and not to_me and not cc_me:
         dampen *= 0.25
     scores["action_required"] *= dampen
-    category = max(CATEGORIES, key=lambda c: (round(scores[c], 6), -CATEGORIES.index(c)))
+    # The highest score (to 6 places) wins; on a tie, the category listed first.
+    category, top = CATEGORIES[0], round(scores[CATEGORIES[0]], 6)
+    for c in CATEGORIES[1:]:
+        rounded = round(scores[c], 6)
+        if rounded > top:
+            category, top = c, rounded
     reasons = [r for _, r in sorted(evidence[category], key=lambda e: -e[0])]
     if category == "action_required" and "\\Answered" in flags:
         reasons.append("already replied (lowered)")

@@ -1,15 +1,18 @@
 """The parse's fast paths give what the general path gives (app/mail/mime.py).
-The oracle is the slow path itself: the standard library for dates."""
+The oracle is the slow path itself: the standard library for dates, the
+former code for header values and Message-IDs."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from app.mail.mime import _date, _fast_date
+from app.mail.message_ref import normalise_message_id
+from app.mail.mime import _date, _fast_date, _field_text
 
 DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "mon", "Foo", ""]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -70,3 +73,56 @@ def test_the_fast_path_takes_the_usual_form() -> None:
     assert _fast_date("Tue, 17 Nov 2026 12:00:00 +0100") is not None
     assert _fast_date("17 Nov 2026 12:00:00 -0000") == datetime(2026, 11, 17, 12, tzinfo=UTC)
     assert _fast_date("Tue, 17 Nov 2026 12:00:00 +0000 (UTC)") is not None
+
+
+def _old_field_text(value: bytes) -> str:
+    value = value.replace(b"\r", b"").replace(b"\n", b"").strip()
+    if value.isascii():
+        return value.decode("ascii")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("cp1252", "replace")
+
+
+FIELD_BYTES = [
+    b"a",
+    b"b c",
+    b" ",
+    b"\t",
+    b"\r",
+    b"\n",
+    b"\r\n ",
+    b"\x0b",
+    b"\x0c",
+    b"\xc3\xa9",
+    b"\xe9",
+]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(FIELD_BYTES) | st.binary(max_size=3), max_size=10).map(b"".join))
+def test_field_values_are_unfolded_as_before(value: bytes) -> None:
+    assert _field_text(value) == _old_field_text(value)
+
+
+def _old_normalise_message_id(text: str) -> str | None:
+    text = re.sub(r"\r?\n[ \t]+", " ", text).strip()
+    if text[:11].lower() == "message-id:":
+        text = text[11:].strip()
+    if not text:
+        return None
+    match = re.search(r"<([^<>]*)>", text)
+    if match:
+        return match[1].strip() or None
+    words = text.split()
+    return (words[0].strip("<>") or None) if words else None
+
+
+MSGID_PIECES = ["<a@b>", " ", "\r\n ", "\n\t", "\n", "x", "Message-ID:", "<", ">"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(MSGID_PIECES), max_size=8).map("".join))
+def test_message_ids_are_normalised_as_before(value: str) -> None:
+    assert normalise_message_id(value) == _old_normalise_message_id(value)
