@@ -6,7 +6,7 @@ refuses still goes the old way."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -75,5 +75,6 @@ def test_what_orjson_refuses_goes_the_old_way(value: Any) -> None:
 
 
 def test_anything_else_is_refused_as_before() -> None:
-    with pytest.raises(TypeError, match="cannot store object in the mirror"):
-        _dumps([{"x": object()}])
+    for value, name in ((object(), "object"), (date(2026, 1, 1), "date"), (time(1, 2), "time")):
+        with pytest.raises(TypeError, match=f"cannot store {name} in the mirror"):
+            _dumps([{"x": value}])
