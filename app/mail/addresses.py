@@ -161,7 +161,9 @@ def _word_base64(data: bytes) -> bytes | None:
 
 
 def _fold(text: str) -> str:
-    return " ".join(text.replace("\x00", "").split())
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return " ".join(text.split())
 
 
 def decode_header_text(value: str | None, *, problems: list[str] | None = None) -> str:

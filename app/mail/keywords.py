@@ -105,6 +105,8 @@ class Keywords:
             folded = fold(text)
         match = self.pattern.match
         for core in cores:
+            if core not in folded:  # the usual case, and `in` is cheaper than a find call
+                continue
             at = folded.find(core)
             while at >= 0:
                 if match(text, at) is not None:

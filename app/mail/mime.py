@@ -719,7 +719,9 @@ def _mentions(identity: Identity, subject: str, walk: _Walk) -> bool | None:
 
 
 def _pg_optional(value: str | None) -> str | None:
-    return _pg_text(value) if value else None
+    if not value:
+        return None
+    return value if value.isascii() and "\x00" not in value else _pg_text(value)
 
 
 def parse_message(
