@@ -276,9 +276,14 @@ class _Headers:
     __slots__ = ("fields",)
 
     def __init__(self, head: bytes) -> None:
-        self.fields: dict[bytes, list[bytes]] = {}
+        fields: dict[bytes, list[bytes]] = {}
         for name, value in _FIELD.findall(head):
-            self.fields.setdefault(name.lower(), []).append(value)
+            key = name.lower()
+            if key in fields:
+                fields[key].append(value)
+            else:
+                fields[key] = [value]
+        self.fields = fields
 
     def raw(self, name: bytes) -> str | None:
         values = self.fields.get(name)
