@@ -93,6 +93,8 @@ class Stages:
         size = -(-len(self.raws) // chunks // BATCH) * BATCH  # whole batches
         self.chunks = [self.raws[i : i + size] for i in range(0, len(self.raws), size)]
         parsed, _ = parsing.parse_raw(self.raws, ME)  # also warms every lazy compile
+        for raw in self.raws[:BATCH]:  # and the standard library's parser
+            email.message_from_bytes(raw.body, policy=policy.compat32)
         by_uid = {m.uid: m for m in parsed}
         self.parsed = [[by_uid[r.uid] for r in chunk if r.uid in by_uid] for chunk in self.chunks]
 
