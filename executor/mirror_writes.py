@@ -86,7 +86,7 @@ class EncodedRows:
     batch was parsed (a parse process), so the process that holds the IMAP
     connection and the fence only sends one parameter per batch."""
 
-    rows_json: str
+    rows_json: bytes | str  # UTF-8 bytes from orjson, or text from json.dumps (`_dumps`)
     uids: tuple[int, ...]  # in the order parsed; a uid named twice keeps its last copy
 
     @property
@@ -215,7 +215,7 @@ def _dumps(value: Any) -> bytes | str:
         return json.dumps(value, default=_iso, ensure_ascii=False, separators=(",", ":"))
 
 
-def _as_is(value: str) -> str:
+def _as_is(value: bytes | str) -> bytes | str:
     return value
 
 
