@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from app.db.queries import query
 from app.mail.mime import ParsedMessage
 from app.mail.scores import SCORES_VERSION, UNSCORED, Scores
+from app.quick_init import quick_init
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class FolderCursor:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
 
+@quick_init
 @dataclass(frozen=True)
 class FetchedMessage:
     """One message as fetched and parsed, ready for the mirror."""
@@ -83,7 +86,7 @@ class EncodedRows:
     batch was parsed (a parse process), so the process that holds the IMAP
     connection and the fence only sends one parameter per batch."""
 
-    rows_json: str
+    rows_json: bytes | str  # UTF-8 bytes from orjson, or text from json.dumps (`_dumps`)
     uids: tuple[int, ...]  # in the order parsed; a uid named twice keeps its last copy
 
     @property
@@ -193,13 +196,26 @@ async def finish_folder(
     )
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: Any) -> bytes | str:
     """JSON for upsert_emails: timestamps as ISO 8601 (with their offset, or
-    none, as psycopg would have sent them), read back by the column's type."""
-    return json.dumps(value, default=_iso, ensure_ascii=False, separators=(",", ":"))
+    none, as psycopg would have sent them), read back by the column's type.
+
+    orjson writes the same text as `json.dumps` below, as UTF-8 bytes, ~5x
+    faster (a batch's JSON is a parse process's work); its own timestamps
+    differ for offsets with seconds, so it hands them to `datetime.isoformat`
+    (a C method: `_iso` would cost a Python call per timestamp). What it
+    refuses (a lone surrogate, an integer past 64 bits, anything that is not
+    a datetime) goes the old way, to fail or not as it did
+    (tests/unit/test_mirror_json.py)."""
+    try:
+        return orjson.dumps(
+            value, default=datetime.isoformat, option=orjson.OPT_PASSTHROUGH_DATETIME
+        )
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value, default=_iso, ensure_ascii=False, separators=(",", ":"))
 
 
-def _as_is(value: str) -> str:
+def _as_is(value: bytes | str) -> bytes | str:
     return value
 
 

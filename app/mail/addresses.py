@@ -161,7 +161,9 @@ def _word_base64(data: bytes) -> bytes | None:
 
 
 def _fold(text: str) -> str:
-    return " ".join(text.replace("\x00", "").split())
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return " ".join(text.split())
 
 
 def decode_header_text(value: str | None, *, problems: list[str] | None = None) -> str:
@@ -269,7 +271,7 @@ def parse_address_list(
         mailboxes = _tokenized_mailboxes(text)
     found: dict[str, str] = {}
     for words, comments, addr in mailboxes:
-        if _MAY_HIDE.search(" ".join(words)) or _MAY_HIDE.search(" ".join(comments)):
+        if _may_hide(" ".join(words)) or _may_hide(" ".join(comments)):
             for name, hidden in _hidden_mailboxes(words, comments, addr, problems):
                 if hidden not in found or (name and not found[hidden]):
                     found[hidden] = name
@@ -280,8 +282,11 @@ def parse_address_list(
     return [(name, addr) for addr, name in found.items()]
 
 
-# An "@" or an encoded word (which may decode to one) in a name or comment.
-_MAY_HIDE = re.compile(r"@|=\?")
+def _may_hide(text: str) -> bool:
+    """An "@" or an encoded word (which may decode to one) in a name or comment."""
+    return "@" in text or "=?" in text
+
+
 # An ASCII dot-atom address, found inside non-ASCII text it was glued to.
 _ASCII_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 # What counts as `local@domain` inside free text: the widest run of characters
@@ -405,7 +410,7 @@ def _tokenized_mailboxes(text: str) -> list[Mailbox]:
         if bare:
             out.append((names, comments, bare[0]))
             out.extend(([], [], a) for a in bare[1:])
-        elif len(out) == start and any(_MAY_HIDE.search(t) for t in (*names, *comments)):
+        elif len(out) == start and any(_may_hide(t) for t in (*names, *comments)):
             # No address of its own, but `"bob@x"` or an encoded word may hold one;
             # "" tells parse_address_list to look inside and keep only what it finds.
             out.append((names, comments, ""))

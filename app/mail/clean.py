@@ -15,10 +15,13 @@ another identity, is treated as mentioning the person: fail safe.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.mail.identity import Identity
+from app.mail.keywords import Keywords
+from app.quick_init import quick_init
 
 # Where cleaned mail goes (a folder; on Gmail, a label): the one place it is named.
 CLEAN_FOLDER = "Secretary/Auto-Cleaned"
@@ -68,6 +71,8 @@ NEWSLETTER_WORDS = re.compile(
     r"unsubscribe|promo|offer|new features?|product update|what'?s new)\b",
     re.IGNORECASE,
 )
+_NEWSLETTER_WORDS = Keywords(NEWSLETTER_WORDS)
+_NOTIFICATION_DOMAINS = frozenset(NOTIFICATION_DOMAINS)
 
 WEIGHTS = {
     "list_unsubscribe": 0.6,
@@ -98,6 +103,7 @@ class CleanInput(Protocol):
     auto_submitted: str | None
 
 
+@quick_init
 @dataclass(frozen=True)
 class CleanVerdict:
     candidate: bool
@@ -130,6 +136,19 @@ def exclusion_reason(row: CleanInput, identity: Identity) -> str | None:
     return None
 
 
+def _notification_domain(domain: str) -> bool:
+    """`domain` is one of NOTIFICATION_DOMAINS or a subdomain of one: looked up
+    suffix by suffix rather than compared with each of them."""
+    if domain in _NOTIFICATION_DOMAINS:
+        return True
+    dot = domain.find(".")
+    while dot >= 0:
+        if domain[dot + 1 :] in _NOTIFICATION_DOMAINS:
+            return True
+        dot = domain.find(".", dot + 1)
+    return False
+
+
 def bulk_signals(row: CleanInput) -> list[str]:
     signals = []
     sender = (row.from_addr or "").lower()
@@ -144,10 +163,10 @@ def bulk_signals(row: CleanInput) -> list[str]:
         signals.append("auto_submitted")
     if NOREPLY.match(sender):
         signals.append("noreply_sender")
-    if domain and any(domain == d or domain.endswith("." + d) for d in NOTIFICATION_DOMAINS):
+    if domain and _notification_domain(domain):
         signals.append("notification_domain")
     if (
-        NEWSLETTER_WORDS.search(row.subject or "")
+        _NEWSLETTER_WORDS.search(row.subject or "")
         or "unsubscribe" in (row.body_excerpt or "").lower()
     ):
         signals.append("newsletter_words")
@@ -155,10 +174,18 @@ def bulk_signals(row: CleanInput) -> list[str]:
 
 
 def assess_for_clean(row: CleanInput, identity: Identity) -> CleanVerdict:
+    return assess_with_signals(row, identity, None)
+
+
+def assess_with_signals(
+    row: CleanInput, identity: Identity, bulk: Sequence[str] | None
+) -> CleanVerdict:
+    """`assess_for_clean` for a caller that already has `bulk_signals(row)`
+    (triage does): the signals are not worked out twice."""
     reason = exclusion_reason(row, identity)
     if reason is not None:
         return CleanVerdict(candidate=False, reason=reason, direct=True)
-    signals = bulk_signals(row)
+    signals = bulk_signals(row) if bulk is None else list(bulk)
     if not signals:
         return CleanVerdict(candidate=False, reason="looks like personal mail")
     signals.append("not_addressed_to_you")  # implied: the exclusion above passed

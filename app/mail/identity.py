@@ -177,7 +177,10 @@ class _Matcher:
         """Every alternative of the pattern starts with its core, so a match can
         only start where a core occurs: find those at C speed and try the
         pattern there alone (a full regex scan costs ~20 ns a character)."""
-        if not any(core in folded for core in self._sieve):
+        for core in self._sieve:  # a loop, not any(): no generator per text
+            if core in folded:
+                break
+        else:
             return False
         match = self.pattern.match  # type: ignore[union-attr]
         for core in self.cores:

@@ -55,7 +55,9 @@ def normalise_message_id(value: str | bytes | None) -> str | None:
     if value is None:
         return None
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    text = _FOLDING.sub(" ", text).strip()
+    if "\n" in text:  # folded (a header value from a parse is unfolded already)
+        text = _FOLDING.sub(" ", text)
+    text = text.strip()
     if text[:11].lower() == "message-id:":
         text = text[11:].strip()
     if not text:

@@ -17,15 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.mail.clean import assess_for_clean
 from app.mail.identity import Identity
-from app.mail.triage import is_zoom, triage
+from app.mail.triage import is_zoom, triage_and_verdict
+from app.quick_init import quick_init
 
 # Bump whenever a rule in triage.py or clean.py changes what a row scores:
 # every stored score then reads as stale until the `rescore` job recomputes it.
 SCORES_VERSION = 1
 
 
+@quick_init
 @dataclass(frozen=True)
 class Scores:
     triage_category: str
@@ -76,8 +77,7 @@ UNSCORED: dict[str, Any] = {
 def score_row(row: Any, identity: Identity) -> Scores:
     """Both verdicts for one row (anything with the TriageInput/CleanInput
     attributes plus `mentions_you` and `mention_identity`). Pure."""
-    t = triage(row, identity)
-    v = assess_for_clean(row, identity)
+    t, v = triage_and_verdict(row, identity)
     return Scores(
         triage_category=t.category,
         triage_confidence=t.confidence,

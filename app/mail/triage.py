@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Protocol
 
-from app.mail.clean import assess_for_clean, bulk_signals
+from app.mail.clean import CleanVerdict, assess_with_signals, bulk_signals
 from app.mail.identity import Identity
+from app.mail.keywords import Keywords, fold
+from app.quick_init import quick_init
 
 CATEGORIES = ("action_required", "fyi", "newsletter", "notification", "cleanup")
 
@@ -34,6 +36,8 @@ MEETING = re.compile(
     re.IGNORECASE,
 )
 ZOOM = re.compile(r"zoom\.us/|\bzoom\b", re.IGNORECASE)
+# The same searches at C speed (app/mail/keywords.py): the regexes above stay the rules.
+_QUESTION, _DEADLINE, _MEETING, _ZOOM = map(Keywords, (QUESTION, DEADLINE, MEETING, ZOOM))
 
 
 class TriageInput(Protocol):
@@ -50,6 +54,7 @@ class TriageInput(Protocol):
     auto_submitted: str | None
 
 
+@quick_init
 @dataclass(frozen=True)
 class Triage:
     category: str
@@ -66,7 +71,7 @@ def _noisy_or(weights: Iterable[float]) -> float:
 
 
 def is_zoom(row: TriageInput) -> bool:
-    return bool(ZOOM.search(row.subject or "") or ZOOM.search(row.body_excerpt or ""))
+    return _ZOOM.search(row.subject or "") or _ZOOM.search(row.body_excerpt or "")
 
 
 def is_today(row: TriageInput, now: datetime, tz: tzinfo) -> bool:
@@ -85,6 +90,14 @@ def mentions_person(row: TriageInput, identity: Identity) -> bool:
 
 
 def triage(row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozenset()) -> Triage:
+    return triage_and_verdict(row, identity, vip=vip)[0]
+
+
+def triage_and_verdict(
+    row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozenset()
+) -> tuple[Triage, CleanVerdict]:
+    """The triage and the /clean verdict it weighs (`assess_for_clean(row,
+    identity)`), worked out once for callers that store both."""
     text = f"{row.subject or ''}\n{(row.body_excerpt or '')[:1500]}"
     to_me = identity.is_recipient(row.to_addrs, ())
     cc_me = identity.is_recipient((), row.cc_addrs)
@@ -98,11 +111,12 @@ def triage(row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozen
         act.append((0.4, "addressed to you"))
     if named:
         act.append((0.15, "mentions your name"))
-    if QUESTION.search(text):
+    folded = fold(text)
+    if _QUESTION.search(text, folded):
         act.append((0.35, "asks you something"))
-    if DEADLINE.search(text):
+    if _DEADLINE.search(text, folded):
         act.append((0.4, "has a deadline"))
-    if MEETING.search(text) and (to_me or cc_me):
+    if (to_me or cc_me) and _MEETING.search(text, folded):
         act.append((0.25, "meeting / Zoom"))
     if "\\Flagged" in flags:
         act.append((0.4, "you flagged it"))
@@ -128,18 +142,23 @@ def triage(row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozen
     ):
         if signal in bulk:
             evidence["notification"].append((weight, reason))
-    verdict = assess_for_clean(row, identity)
+    verdict = assess_with_signals(row, identity, bulk)
     if verdict.candidate:
         evidence["cleanup"].append((verdict.confidence * 0.85, "safe to clean"))
 
-    scores = {c: _noisy_or(w for w, _ in ev) for c, ev in evidence.items()}
+    scores = {c: _noisy_or(w for w, _ in ev) if ev else 0.0 for c, ev in evidence.items()}
     dampen = 1.0
     if "\\Answered" in flags:
         dampen *= 0.45
     if bulk and not to_me and not cc_me:
         dampen *= 0.25
     scores["action_required"] *= dampen
-    category = max(CATEGORIES, key=lambda c: (round(scores[c], 6), -CATEGORIES.index(c)))
+    # The highest score (to 6 places) wins; on a tie, the category listed first.
+    category, top = CATEGORIES[0], round(scores[CATEGORIES[0]], 6)
+    for c in CATEGORIES[1:]:
+        rounded = round(scores[c], 6)
+        if rounded > top:
+            category, top = c, rounded
     reasons = [r for _, r in sorted(evidence[category], key=lambda e: -e[0])]
     if category == "action_required" and "\\Answered" in flags:
         reasons.append("already replied (lowered)")
@@ -150,4 +169,4 @@ def triage(row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozen
         confidence=round(scores[category], 3),
         scores={c: round(s, 3) for c, s in scores.items()},
         reasons=reasons,
-    )
+    ), verdict
