@@ -117,7 +117,7 @@ def parse_raw(
 @dataclass(frozen=True)
 class ParsedBatch:
     """What a parse process sends back for a fetched batch: its mirror rows,
-    encoded, and the problems met. Small to pickle (one string), so the
+    encoded, and the problems met. Small to pickle (one JSON document), so the
     process that fetches spends next to nothing per message on it."""
 
     rows: EncodedRows
