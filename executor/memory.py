@@ -6,14 +6,16 @@ that is freed (up to 32 MiB). A sync frees such blocks all the time: a
 its JSON for Postgres. After the first of them, buffers of a few hundred KiB
 are carved from the heaps of the threads that make them (the IMAP calls run in
 threads) instead of being mapped and unmapped, the heaps fragment, and RSS
-grows with the number of messages: 220 MB at the end of a 100,000-message first
-sync, against a Python heap of about 20 MB (bench/sync.py --memory-only, issue 14).
+grows with the number of messages: a peak of 217-223 MB in a 100,000-message
+first sync, while tracemalloc saw at most ~22 MB of live Python objects
+(bench/sync.py --memory-only, issue 14).
 
 Pinning the threshold at glibc's own starting value (which also turns the
-adjustment off) keeps big buffers mapped, and so returned when freed: 131 MB
-instead of 220 for that sync. (Capping the arenas as well, MALLOC_ARENA_MAX=2,
-gained another 3 MB at most: left alone.) `MALLOC_MMAP_THRESHOLD_` in the
-environment wins. Elsewhere than glibc this does nothing.
+adjustment off) keeps big buffers mapped, and so returned when freed: 134 MB
+for that sync (102 MB with executor/imap_fetch.py's density probe as well).
+Capping the arenas too (MALLOC_ARENA_MAX=2) gained 3 MB more at most: left
+alone. `MALLOC_MMAP_THRESHOLD_` in the environment wins. Elsewhere than glibc
+this does nothing.
 """
 
 from __future__ import annotations
