@@ -406,7 +406,7 @@ def memory_figures(args: argparse.Namespace) -> None:
         assert run.messages == box.count, (run.messages, box.count)
         print(
             f"first sync (executor): {run.messages} msgs in {run.first_s:.2f}s "
-            f"= {run.messages / run.first_s:,.0f} msgs/s (one run, the product's settings)"
+            f"= {run.messages / run.first_s:,.0f} msgs/s (one run, mentions check on)"
         )
         print(rss_line([run]) + f"; aim < {RSS_AIM_MB} MB")
     finally:
