@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/sync.py [--messages 10000]
     .venv/bin/python bench/sync.py --rtt 40 [--connections 3]
+    .venv/bin/python bench/sync.py --memory-only --messages 100000
 
 Prints messages/s for (a) a raw imapclient FETCH of every message with the
 same items the sync asks for, and (b) a full `sync` job run by a real
@@ -20,6 +21,18 @@ that adds MS of round trip (bench/rtt_proxy.py), the same first sync with one
 connection and with `--connections` (a split first sync, executor/sync_parallel.py),
 each into a fresh database, their ratio, and a raw one-connection fetch at that
 round trip for reference.
+
+Every sync runs in an executor of its own process (bench/executor_process.py,
+the product's `python -m executor` with the check switchable), so the bench's
+own work stays out of its figures. Its resident memory, alone and with its
+children (the parse workers and their forkserver), is sampled every 50 ms and
+the peaks printed (aim: under 300 MB for a 100,000-message first sync).
+`--memory-only` runs just one first sync of `--messages` and prints its time
+and those peaks: the cheap way to a 100,000-message figure.
+
+The mailbox is generated and written as a stream (app/demo/mailbox.py
+`iter_mailbox`): only statistics and a sample of at most 10,000 messages (every
+message of a default run) are kept, for the parse and bytes-per-message figures.
 """
 
 from __future__ import annotations
@@ -35,30 +48,42 @@ sys.path.insert(0, str(HERE.parent))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import itertools  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterable, Iterator  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from app.config import ImapAccount  # noqa: E402
 from app.db.pool import open_pool  # noqa: E402
 from app.demo.dovecot import DovecotServer  # noqa: E402
-from app.demo.mailbox import SeedMessage, generate_mailbox, write_maildir  # noqa: E402
+from app.demo.mailbox import SeedMessage, iter_mailbox, write_maildir  # noqa: E402
+from app.jobs.models import Job  # noqa: E402
 from app.jobs.store import JobStore  # noqa: E402
 from app.mail.identity import Identity  # noqa: E402
 from app.mail.mime import parse_message  # noqa: E402
+from bench.executor_process import NO_MENTIONS  # noqa: E402
+from bench.rss import PeakRss  # noqa: E402
 from bench.rtt_proxy import DelayProxy  # noqa: E402
 from executor import mentions  # noqa: E402
 from executor.handlers.sync import BODY_PREFIX_BYTES, FETCH_ITEMS  # noqa: E402
 from tests.support.databases import DatabaseFactory, admin_url  # noqa: E402
-from tests.support.executor_harness import (  # noqa: E402
-    executor_settings,
-    imap_connect,
-    running_executor,
-    wait_for_job,
-)
+from tests.support.executor_harness import imap_connect, wait_for_job  # noqa: E402
+
+REPO = HERE.parent
+# The parse figure is taken over at most this many messages, spread over the
+# whole mailbox (a default run's 10,000 are all of them).
+PARSE_SAMPLE = 10_000
+# The memory aim of a 100,000-message first sync (issue 14).
+RSS_AIM_MB = 300
 
 
 def raw_fetch(account: ImapAccount, batch: int) -> int:
@@ -75,7 +100,7 @@ def raw_fetch(account: ImapAccount, batch: int) -> int:
     return n
 
 
-def big_messages(count: int, seed: int = 5) -> list[SeedMessage]:
+def big_messages(count: int, seed: int = 5) -> Iterator[SeedMessage]:
     """Bulk mail longer than the fetch prefix; every third names the person past the cut."""
     rng = random.Random(seed)
     words = [
@@ -89,9 +114,9 @@ def big_messages(count: int, seed: int = 5) -> list[SeedMessage]:
         "release",
         "notes",
     ]
-    out = []
     for i in range(count):
-        lines = [" ".join(rng.choice(words) for _ in range(14)) for _ in range(1200)]
+        drawn = rng.choices(words, k=14 * 1200)  # one draw per message: 2 ms, not 30
+        lines = [" ".join(drawn[j : j + 14]) for j in range(0, len(drawn), 14)]
         tail = "Thanks to Alex Roy for the charts." if i % 3 == 0 else "See you next quarter."
         body = "\r\n".join(lines) + "\r\n\r\n" + tail + "\r\n"
         raw = (
@@ -102,8 +127,37 @@ def big_messages(count: int, seed: int = 5) -> list[SeedMessage]:
         ).encode()
         assert len(raw) > BODY_PREFIX_BYTES
         when = datetime(2026, 11, 17, 12, tzinfo=UTC) + timedelta(seconds=i)
-        out.append(SeedMessage(raw=raw, internal_date=when, kind="long"))
-    return out
+        yield SeedMessage(raw=raw, internal_date=when, kind="long")
+
+
+@dataclass
+class Mailbox:
+    """What the bench keeps of the mailbox it wrote: counts, byte totals, and
+    a sample of messages for the parse figure (never all of a big mailbox)."""
+
+    count: int = 0
+    big: int = 0
+    whole_bytes: int = 0
+    old_prefix_bytes: int = 0  # each message cut at the former 64 KiB prefix
+    sample: list[bytes] = field(default_factory=list)
+
+    def keep(self, messages: Iterable[SeedMessage], stride: int) -> Iterator[SeedMessage]:
+        for i, m in enumerate(messages):
+            self.count += 1
+            self.whole_bytes += len(m.raw)
+            self.old_prefix_bytes += min(len(m.raw), 65536)
+            if i % stride == 0:
+                self.sample.append(m.raw)
+            yield m
+
+
+def write_mailbox(maildir: Path, messages: int, big_share: float) -> Mailbox:
+    """Generate `messages` (`big_share` of them over the fetch prefix) straight
+    into the Maildir, one at a time: 100,000 never sit in memory together."""
+    box = Mailbox(big=round(messages * big_share))
+    stream = itertools.chain(iter_mailbox(messages - box.big), big_messages(box.big))
+    write_maildir(maildir, box.keep(stream, stride=max(1, -(-messages // PARSE_SAMPLE))))
+    return box
 
 
 def search_cost(account: ImapAccount, identity: Identity, batch: int) -> tuple[int, float]:
@@ -111,8 +165,9 @@ def search_cost(account: ImapAccount, identity: Identity, batch: int) -> tuple[i
     message longer than the fetch prefix, one command per batch as sync does."""
     client = imap_connect(account)
     client.select_folder("INBOX", readonly=True)
-    sizes = client.fetch(client.search("ALL"), ["RFC822.SIZE"])
-    cut = sorted(u for u, d in sizes.items() if d[b"RFC822.SIZE"] > BODY_PREFIX_BYTES)
+    # The server picks them (RFC822.SIZE > n): a FETCH naming every UID of a
+    # 100,000-message folder would not fit Dovecot's 64 KB command line.
+    cut = sorted(client.search(["LARGER", str(BODY_PREFIX_BYTES)]))
     terms = identity.search_terms()
     t0 = time.perf_counter()
     for i in range(0, len(cut), batch):
@@ -134,61 +189,143 @@ def parse_cost(raws: list[bytes], identity: Identity | None) -> float:
     return best / len(prefixes) * 1e6
 
 
+@dataclass
+class SyncFigures:
+    first_s: float  # the first sync job, started_at -> finished_at
+    resync_s: float | None  # the re-sync of the unchanged mailbox, when asked
+    messages: int
+    fetched: int  # bytes the first sync downloaded
+    rss: PeakRss  # the executor process's, sampled while it ran
+
+
+def executor_env(
+    database_url: str, account: ImapAccount, batch: int, connections: int | None, home: Path
+) -> dict[str, str]:
+    """What tests/support/executor_harness.py's `executor_settings` gives an
+    in-process executor, as the environment `python -m executor` reads."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SECRETARY_", "IMAP_")) and k != "DATABASE_URL"
+    }
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "IMAP_HOST": account.host,
+            "IMAP_PORT": str(account.port),
+            "IMAP_USERNAME": account.username,
+            "IMAP_PASSWORD": account.password,
+            "IMAP_SSL": "false",
+            "SECRETARY_CONFIG": str(home / "no-config.yaml"),
+            "SECRETARY_DATA_DIR": str(home / "executor-data"),
+            "SECRETARY_LEASE_SECONDS": "5",
+            "SECRETARY_POLL_SECONDS": "0.05",
+            "SECRETARY_SYNC_BATCH_SIZE": str(batch),
+            "SECRETARY_LIVE_MIRROR": "false",
+        }
+    )
+    if connections:
+        env["SECRETARY_SYNC_FIRST_CONNECTIONS"] = str(connections)
+    return env
+
+
+@contextlib.contextmanager
+def executor_process(
+    env: dict[str, str], log: Path, *, check: bool
+) -> Iterator[tuple[subprocess.Popen[bytes], PeakRss]]:
+    """One worker's executor in its own process, its memory sampled until it stops."""
+    command = [sys.executable, "-m", "bench.executor_process"]
+    command += [] if check else [NO_MENTIONS]
+    command += ["--workers", "1", "--shutdown-grace", "2", "--log-level", "WARNING"]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    rss = PeakRss(proc.pid).start()
+    try:
+        yield proc, rss
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        rss.stop()
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+async def finished(
+    store: JobStore, job_id: uuid.UUID, proc: subprocess.Popen[bytes], log: Path, timeout: float
+) -> Job:
+    """The job once completed; the executor's log tail if it died first."""
+    job = await wait_for_job(
+        store,
+        job_id,
+        timeout=timeout,
+        until=lambda j: j.status.is_terminal or proc.poll() is not None,
+    )
+    if not job.status.is_terminal:
+        raise RuntimeError(f"executor exited ({proc.returncode}):\n{log_tail(log)}")
+    assert job.status.value == "completed", job.error
+    return job
+
+
+def took(job: Job) -> float:
+    assert job.started_at is not None and job.finished_at is not None
+    return (job.finished_at - job.started_at).total_seconds()
+
+
 async def run_sync(
     database_url: str,
     account: ImapAccount,
     batch: int,
+    home: Path,
     *,
     check: bool = True,
     connections: int | None = None,
-) -> tuple[float, float, int, int]:
-    """(first sync s, re-sync s, messages, bytes the first sync downloaded);
-    `connections` caps a split first sync (the product's setting when None)."""
-    mentions.ENABLED = check  # read when each sync job starts, in this process
+    resync: bool = True,
+    timeout: float = 600.0,
+) -> SyncFigures:
+    """A first sync (and a re-sync) by an executor process of its own;
+    `connections` caps a split first sync (the product's setting when None),
+    `check` off runs it without the "mentions you" check."""
     pool = await open_pool(database_url)
     store = JobStore(pool)
-    settings = executor_settings(
-        sync_batch_size=batch,
-        poll_seconds=0.05,
-        **({"sync_first_connections": connections} if connections else {}),
+    env = executor_env(database_url, account, batch, connections, home)
+    log = home / "executor.log"
+    try:
+        with executor_process(env, log, check=check) as (proc, rss):
+            job = await store.enqueue("sync")
+            done = await finished(store, job.job_id, proc, log, timeout)
+            resync_s = None
+            if resync:
+                again = await store.enqueue("sync")
+                resync_s = took(await finished(store, again.job_id, proc, log, 60))
+            last = await store.events_after(job.job_id, max(0, done.last_seq - 5))
+            fetched = int(last[-1].data["summary"]["bytes_fetched"])
+    finally:
+        await pool.close()
+    return SyncFigures(took(done), resync_s, done.processed, fetched, rss)
+
+
+def rss_line(runs: Iterable[SyncFigures]) -> str:
+    """The executor's peak resident memory over `runs`, alone and with its children."""
+    peaks = [r.rss for r in runs]
+    own = max(p.peak_kb for p in peaks) / 1024
+    tree = max(p.peak_tree_kb for p in peaks) / 1024
+    pss = max(p.peak_tree_pss_kb for p in peaks) / 1024
+    children = max(p.most_children for p in peaks)
+    return (
+        f"executor peak RSS    : {own:.0f} MB executor process, {tree:.0f} MB with its "
+        f"{children} children (parse workers, forkserver; RSS summed, {pss:.0f} MB PSS)"
     )
-    async with running_executor(database_url, account, workers=1, settings=settings):
-        job = await store.enqueue("sync")
-        done = await wait_for_job(store, job.job_id, timeout=600)
-        assert done.status.value == "completed", done.error
-        first = (done.finished_at - done.started_at).total_seconds()  # type: ignore[operator]
-        again = await store.enqueue("sync")
-        redo = await wait_for_job(store, again.job_id, timeout=60)
-        resync = (redo.finished_at - redo.started_at).total_seconds()  # type: ignore[operator]
-        events = await store.events_after(job.job_id, 0)
-        fetched = int(events[-1].data["summary"]["bytes_fetched"])
-    await pool.close()
-    return first, resync, done.processed, fetched
 
 
-class PeakRss:
-    """Samples this process's resident memory (the executor runs in it) every
-    50 ms while syncs run: what a first sync of this size costs in memory."""
-
-    def __init__(self) -> None:
-        self.peak_kb = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
+def sync_timeout(messages: int) -> float:
+    """Long enough for a first sync of `messages` on a loaded machine."""
+    return 600.0 + messages / 20
 
 
 def rtt_figures(args: argparse.Namespace) -> None:
@@ -197,10 +334,7 @@ def rtt_figures(args: argparse.Namespace) -> None:
     factory = DatabaseFactory(admin_url())
     try:
         with DovecotServer(mail_home=home) as server:
-            n_big = round(args.messages * args.big_share)
-            count = write_maildir(
-                server.maildir, generate_mailbox(args.messages - n_big) + big_messages(n_big)
-            )
+            count = write_mailbox(server.maildir, args.messages, args.big_share).count
             direct = ImapAccount(server.host, server.port, server.username, server.password, False)
             raw_fetch(direct, args.batch)  # Dovecot builds its indexes here, not in a timing
             with DelayProxy(server.host, server.port, args.rtt) as proxy:
@@ -209,15 +343,23 @@ def rtt_figures(args: argparse.Namespace) -> None:
                 n_raw = raw_fetch(far, args.batch)
                 raw_s = time.perf_counter() - t0
                 best: dict[int, float] = {}
-                with PeakRss() as rss:
-                    for _ in range(args.rounds):
-                        for conns in (1, args.connections):
-                            with factory.database() as url:
-                                s, _, n, _b = asyncio.run(
-                                    run_sync(url, far, args.batch, connections=conns)
+                runs: list[SyncFigures] = []
+                for _ in range(args.rounds):
+                    for conns in (1, args.connections):
+                        with factory.database() as url:
+                            run = asyncio.run(
+                                run_sync(
+                                    url,
+                                    far,
+                                    args.batch,
+                                    home,
+                                    connections=conns,
+                                    timeout=sync_timeout(count),
                                 )
-                            assert n == count, (n, count)
-                            best[conns] = min(best.get(conns, float("inf")), s)
+                            )
+                        assert run.messages == count, (run.messages, count)
+                        best[conns] = min(best.get(conns, float("inf")), run.first_s)
+                        runs.append(run)
         one, many = best[1], best[args.connections]
         print(
             f"first sync of {count} messages at {args.rtt:g} ms round trip (best of {args.rounds}):"
@@ -231,10 +373,42 @@ def rtt_figures(args: argparse.Namespace) -> None:
             f"= {count / many:,.0f} msgs/s"
         )
         print(f"ratio {args.connections}/1 connections : {one / many:.2f}x  (aim >= 2.5x at 40 ms)")
+        print(rss_line(runs))
+    finally:
+        factory.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def memory_figures(args: argparse.Namespace) -> None:
+    """One first sync of `--messages` (the product's settings, check on): time and peak RSS."""
+    home = Path(tempfile.mkdtemp(prefix="pbh-", dir="/tmp"))
+    factory = DatabaseFactory(admin_url())
+    try:
+        with DovecotServer(mail_home=home) as server:
+            t0 = time.perf_counter()
+            box = write_mailbox(server.maildir, args.messages, args.big_share)
+            account = ImapAccount(server.host, server.port, server.username, server.password, False)
+            raw_fetch(account, args.batch)  # warm-up: Dovecot builds its indexes here
+            print(
+                f"mailbox: {box.count} messages generated and indexed in {time.perf_counter() - t0:.1f}s"
+            )
+            with factory.database() as url:
+                run = asyncio.run(
+                    run_sync(
+                        url,
+                        account,
+                        args.batch,
+                        home,
+                        resync=False,
+                        timeout=sync_timeout(box.count),
+                    )
+                )
+        assert run.messages == box.count, (run.messages, box.count)
         print(
-            f"executor peak RSS    : {rss.peak_kb / 1024:.0f} MB (this process, which runs the "
-            "executor; parse workers apart)"
+            f"first sync (executor): {run.messages} msgs in {run.first_s:.2f}s "
+            f"= {run.messages / run.first_s:,.0f} msgs/s (one run, mentions check on)"
         )
+        print(rss_line([run]) + f"; aim < {RSS_AIM_MB} MB")
     finally:
         factory.close()
         shutil.rmtree(home, ignore_errors=True)
@@ -248,8 +422,14 @@ def main() -> None:
         "--big-share", type=float, default=0.02, help="share of messages over the fetch prefix"
     )
     parser.add_argument("--rounds", type=int, default=2, help="sync runs per mode (best counts)")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--rtt", type=float, default=None, help="price a server this many ms away instead"
+    )
+    mode.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="one first sync of --messages: its time and the executor's peak RSS only",
     )
     parser.add_argument(
         "--connections", type=int, default=3, help="connections of the split first sync (--rtt)"
@@ -258,20 +438,21 @@ def main() -> None:
     if args.rtt is not None:
         rtt_figures(args)
         return
+    if args.memory_only:
+        memory_figures(args)
+        return
     home = Path(tempfile.mkdtemp(prefix="pbh-", dir="/tmp"))
     factory = DatabaseFactory(admin_url())
     try:
         with DovecotServer(mail_home=home) as server:
             t0 = time.perf_counter()
-            n_big = round(args.messages * args.big_share)
-            msgs = generate_mailbox(args.messages - n_big) + big_messages(n_big)
-            write_maildir(server.maildir, msgs)
+            box = write_mailbox(server.maildir, args.messages, args.big_share)
             account = ImapAccount(
                 server.host, server.port, server.username, server.password, ssl=False
             )
             raw_fetch(account, args.batch)  # warm-up: Dovecot builds its indexes here
             print(
-                f"mailbox: {len(msgs)} messages generated and indexed in {time.perf_counter() - t0:.1f}s"
+                f"mailbox: {box.count} messages generated and indexed in {time.perf_counter() - t0:.1f}s"
             )
             t0 = time.perf_counter()
             n_raw = raw_fetch(account, args.batch)
@@ -281,15 +462,21 @@ def main() -> None:
             # Off and on alternate, best of `--rounds` each: a shared machine's
             # load drifts more during one run than the check costs.
             off_s = sync_s = resync_s = float("inf")
+            runs: list[SyncFigures] = []
+            limit = sync_timeout(box.count)
             for _ in range(args.rounds):
                 with factory.database() as url:
-                    s, _, n_off, _b = asyncio.run(run_sync(url, account, args.batch, check=False))
-                    off_s = min(off_s, s)
+                    off = asyncio.run(
+                        run_sync(url, account, args.batch, home, check=False, timeout=limit)
+                    )
+                    off_s, n_off = min(off_s, off.first_s), off.messages
                 with factory.database() as url:
-                    s, r, n_sync, fetched = asyncio.run(run_sync(url, account, args.batch))
-                    sync_s, resync_s = min(sync_s, s), min(resync_s, r)
-        raws = [m.raw for m in msgs]
-        parse_off, parse_on = parse_cost(raws, None), parse_cost(raws, me)
+                    on = asyncio.run(run_sync(url, account, args.batch, home, timeout=limit))
+                    assert on.resync_s is not None
+                    sync_s, resync_s = min(sync_s, on.first_s), min(resync_s, on.resync_s)
+                    n_sync, fetched = on.messages, on.fetched
+                runs += [off, on]
+        parse_off, parse_on = parse_cost(box.sample, None), parse_cost(box.sample, me)
         print(
             f"raw imapclient fetch : {n_raw} msgs in {raw_s:.2f}s = {n_raw / raw_s:,.0f} msgs/s (baseline)"
         )
@@ -301,15 +488,16 @@ def main() -> None:
         print(
             f"mentions check       : sync {n_off / off_s:,.0f} msgs/s without, "
             f"{n_sync / sync_s:,.0f} msgs/s with ({(off_s / sync_s - 1) * 100:+.0f}% throughput); "
-            f"{n_big} of {len(msgs)} messages over the {BODY_PREFIX_BYTES // 1024} KiB prefix "
+            f"{box.big} of {box.count} messages over the {BODY_PREFIX_BYTES // 1024} KiB prefix "
             "asked about with SEARCH BODY"
         )
+        sampled = "" if len(box.sample) == box.count else f", over {len(box.sample)} of them"
         print(
             f"parse per message    : {parse_off:.0f} us without the check, "
-            f"{parse_on:.0f} us with it (one process)"
+            f"{parse_on:.0f} us with it (one process{sampled})"
         )
-        whole = sum(len(r) for r in raws) / len(raws)
-        old_prefix = sum(min(len(r), 65536) for r in raws) / len(raws)
+        whole = box.whole_bytes / box.count
+        old_prefix = box.old_prefix_bytes / box.count
         print(
             f"bytes per message    : {fetched / n_sync / 1024:.1f} KiB fetched by the first sync "
             f"(header + {BODY_PREFIX_BYTES // 1024} KiB body prefix; budget 16 KiB), "
@@ -321,6 +509,7 @@ def main() -> None:
                 f"server SEARCH BODY   : {n_cut} cut-off messages in {search_s * 1000:.0f} ms "
                 f"= {search_s / n_cut * 1e6:.0f} us per message asked about"
             )
+        print(rss_line(runs))
     finally:
         factory.close()
         shutil.rmtree(home, ignore_errors=True)

@@ -16,6 +16,7 @@ from app.db.migrate import MigrationMismatch, migrate
 from app.logs import configure_logging
 from executor.account import NoAccountConfigured, configured_account
 from executor.app import Executor
+from executor.memory import pin_mmap_threshold
 
 log = logging.getLogger("executor")
 
@@ -80,6 +81,7 @@ async def amain(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging(args.log_level)
+    pin_mmap_threshold()  # before any thread: RSS stays flat over a long sync
     sys.exit(asyncio.run(amain(args)))
 
 

@@ -30,7 +30,6 @@ prefix whose SEQ moved) invalidates the fact and the chunk is checked again.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import imapclient
@@ -65,20 +64,44 @@ def dense_prefix(sorted_uids: Iterable[int]) -> int:
     return k
 
 
-@dataclass
 class UidFetcher:
     """Fetches by UID in one selected folder; one instance per folder pass.
 
     `dense` is how far the folder is known to have no gaps (see `dense_prefix`);
-    None means "not known yet": it is learnt with one UID SEARCH ALL the first
-    time an answer needs it. `exists` and `uidnext` from SELECT/EXAMINE give it
-    for free when the folder never lost a message.
+    None means "not known yet": it is learnt the first time an answer needs it.
+    `exists` and `uidnext` from SELECT/EXAMINE give it for free when the folder
+    never lost a message; otherwise one UID SEARCH ALL does.
+
+    Setting `dense` to None (a job in between may have expunged) keeps the old
+    value as a hint, and learning it again starts with one probe of a few
+    bytes, `UID SEARCH k UID k` ("is sequence k still UID k?", which holds only
+    when UIDs 1..k all exist), instead of listing every UID of the folder: a
+    100,000-message first sync forgets it every couple of seconds (each fence
+    yield, on each connection), and each SEARCH ALL answer cost ~10 MB and a
+    large parse. A probe that says no, or a UID above what it vouched for,
+    falls back to the SEARCH ALL.
     """
 
-    client: imapclient.IMAPClient
-    dense: int | None = None
-    chunk_size: int = UID_CHUNK
-    refetched: int = field(default=0, init=False)
+    def __init__(
+        self, client: imapclient.IMAPClient, dense: int | None = None, chunk_size: int = UID_CHUNK
+    ) -> None:
+        self.client = client
+        self.chunk_size = chunk_size
+        self.refetched = 0
+        self._dense = dense
+        self._exact = dense is not None  # False: a probed lower bound of the prefix
+        self._hint = dense or 0
+
+    @property
+    def dense(self) -> int | None:
+        return self._dense
+
+    @dense.setter
+    def dense(self, value: int | None) -> None:
+        if value is None and self._dense:
+            self._hint = self._dense
+        self._dense = value
+        self._exact = value is not None
 
     @classmethod
     def for_folder(
@@ -139,25 +162,42 @@ class UidFetcher:
             self.dense = None  # an expunge moved sequence numbers: learn it again
         good: dict[int, FetchData] = {}
         doubtful: list[int] = []
-        dense: int | None = None
         for uid, data in present.items():
             if data.get(b"SEQ") != uid:
                 good[uid] = data  # last written by a response that named this UID
                 continue
-            if dense is None:
-                dense = self._dense()
-            if uid <= dense and all(k in data for k in required):
+            if self._covers(uid) and all(k in data for k in required):
                 good[uid] = data  # sequence uid is UID uid: whatever spoke of it spoke of this one
             else:
                 doubtful.append(uid)
         return good, doubtful
 
     def _prefix_contradicted(self, present: dict[int, FetchData]) -> bool:
-        if not self.dense:
+        if not self._dense:
             return False
-        return any(uid <= self.dense and data.get(b"SEQ") != uid for uid, data in present.items())
+        return any(uid <= self._dense and data.get(b"SEQ") != uid for uid, data in present.items())
 
-    def _dense(self) -> int:
-        if self.dense is None:
-            self.dense = dense_prefix(sorted(self.client.search("ALL")))
-        return self.dense
+    def _covers(self, uid: int) -> bool:
+        """Whether UIDs 1..uid all exist (then sequence uid is UID uid)."""
+        if self._dense is None:
+            k = max(self._hint, uid) if self._hint else 0
+            if k and self._probe(k):
+                self._dense, self._exact = k, False
+            else:
+                self._learn_exactly()
+        elif uid > self._dense and not self._exact:
+            self._learn_exactly()
+        assert self._dense is not None
+        return uid <= self._dense
+
+    def _probe(self, k: int) -> bool:
+        """One round trip, a few bytes back: is the message at sequence k UID k?"""
+        try:
+            return k in self.client.search([str(k), "UID", str(k)])
+        except IMAPClientError:  # fewer than k messages now (a BAD sequence set)
+            return False
+
+    def _learn_exactly(self) -> None:
+        self._dense = dense_prefix(sorted(self.client.search("ALL")))
+        self._exact = True
+        self._hint = self._dense

@@ -705,6 +705,35 @@ def generate_mailbox(
     seed: int = 7,
 ) -> list[SeedMessage]:
     """`count` messages, oldest first, ready for `seed_via_imap` or `write_maildir`."""
+    messages = list(
+        iter_mailbox(
+            count,
+            identity_email=identity_email,
+            identity_name=identity_name,
+            aliases=aliases,
+            now=now,
+            seed=seed,
+        )
+    )
+    messages.sort(key=lambda m: m.internal_date)
+    return messages
+
+
+def iter_mailbox(
+    count: int = 300,
+    *,
+    identity_email: str = "alex.roy@example.com",
+    identity_name: str = "Alex Roy",
+    aliases: Sequence[str] = ("aroy@example.com",),
+    now: datetime | None = None,
+    seed: int = 7,
+) -> Iterator[SeedMessage]:
+    """`generate_mailbox`'s messages one at a time, in the order they are made
+    (not by date), so a mailbox of 100,000 is never held in memory at once.
+
+    Enough for `write_maildir`, which orders UIDs by the date in each file's
+    name; `seed_via_imap` wants them sorted (`generate_mailbox`).
+    """
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -721,7 +750,6 @@ def generate_mailbox(
         "receipt": b.receipt,
     }
     built: dict[str, list[bytes]] = {}
-    out: list[SeedMessage] = []
     for i, kind in enumerate(_kind_plan(count, rng)):
         when = _when(rng, now)
         if i < UNIQUE_MESSAGES or kind not in built:
@@ -734,17 +762,13 @@ def generate_mailbox(
                 lambda m: b"Message-ID: " + b.message_id(m[1].decode()).encode(), raw, count=1
             )
         age = now - when
-        out.append(
-            SeedMessage(
-                raw=raw,
-                internal_date=when,
-                kind=kind,
-                folder=_folder(rng, kind, age),
-                flags=_flags(rng, kind, age),
-            )
+        yield SeedMessage(
+            raw=raw,
+            internal_date=when,
+            kind=kind,
+            folder=_folder(rng, kind, age),
+            flags=_flags(rng, kind, age),
         )
-    out.sort(key=lambda m: m.internal_date)
-    return out
 
 
 def _batches(messages: Iterable[SeedMessage], size: int) -> Iterator[list[SeedMessage]]:

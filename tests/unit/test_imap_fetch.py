@@ -82,15 +82,23 @@ class FakeImap:
                     ]
                     send(*before, *answers, *after, f"{tag} OK fetched")
                 elif rest.upper().startswith("UID SEARCH"):
-                    send(
-                        "* SEARCH " + " ".join(str(u) for u, _ in self.messages),
-                        f"{tag} OK searched",
-                    )
+                    send("* SEARCH " + " ".join(map(str, self.search(rest))), f"{tag} OK searched")
                 elif verb == "LOGOUT":
                     send("* BYE bye", f"{tag} OK bye")
                     return
                 else:
                     send(f"{tag} BAD unknown")
+
+    def search(self, command: str) -> list[int]:
+        """`UID SEARCH ALL`, or the probe `UID SEARCH n UID m` (sequence n is UID m)."""
+        probe = re.fullmatch(r"UID SEARCH (\d+) UID (\d+)", command, re.IGNORECASE)
+        if probe is None:
+            return [u for u, _ in self.messages]
+        seq, uid = int(probe[1]), int(probe[2])
+        return [uid] if seq <= len(self.messages) and self.messages[seq - 1][0] == uid else []
+
+    def searches(self) -> list[str]:
+        return [c.split(" ", 1)[1] for c in self.commands if " UID SEARCH " in c.upper()]
 
     def seq_of(self, uid: int) -> int:
         return next(i for i, (u, _) in enumerate(self.messages, 1) if u == uid)
@@ -213,6 +221,54 @@ def test_density_is_learnt_with_one_search_when_examine_cannot_tell(
     assert set(answer) == {1, 2, 3, 4, 9}
     assert fetcher.dense == 4
     assert len([c for c in server.commands if "SEARCH" in c.upper()]) == 1
+
+
+def test_a_forgotten_density_is_learnt_again_with_one_small_probe(
+    connect: Callable[[FakeImap], imapclient.IMAPClient],
+) -> None:
+    """After a fence yield the sync forgets `dense`; asking "is sequence 1200
+    still UID 1200?" vouches for 1..1200 without listing every UID."""
+    messages = [(u, ()) for u in range(1, 1201)]
+    server = FakeImap(messages, inject=once(["* 3 FETCH (FLAGS (\\Seen))"]))
+    fetcher = UidFetcher.for_folder(connect(server), exists=1200, uidnext=1201)
+    fetcher.dense = None
+    answer = fetcher.fetch([2, 3, 4], ["FLAGS"], required=(b"FLAGS",))
+    assert answer[3][b"FLAGS"] == (b"\\Seen",)  # sequence 3 is UID 3: the news is its own
+    assert fetcher.dense == 1200
+    assert server.searches() == ["UID SEARCH 1200 UID 1200"]
+    fetcher.fetch([900, 1000], ["FLAGS"], required=(b"FLAGS",))
+    assert len(server.searches()) == 1  # learnt once, until forgotten again
+
+
+def test_a_probe_that_finds_an_expunge_falls_back_to_listing_the_uids(
+    connect: Callable[[FakeImap], imapclient.IMAPClient],
+) -> None:
+    """UID 3 went while the density was forgotten: sequence 5 is now UID 6,
+    so the probe says no, and UIDs 1..2 only are trusted by sequence."""
+    messages = [(u, ()) for u in range(1, 7)]
+    server = FakeImap(messages, inject=once(["* 4 FETCH (FLAGS (\\Seen))"]))
+    fetcher = UidFetcher.for_folder(connect(server), exists=6, uidnext=7)
+    fetcher.dense = None
+    del server.messages[2]  # UID 3 expunged by another connection
+    answer = fetcher.fetch([2, 4, 5], ["FLAGS"], required=(b"FLAGS",))
+    assert {uid: data[b"FLAGS"] for uid, data in answer.items()} == {2: (), 4: (), 5: ()}
+    assert fetcher.dense == 2
+    assert server.searches() == ["UID SEARCH 6 UID 6", "UID SEARCH ALL"]
+
+
+def test_a_uid_above_what_the_probe_vouched_for_is_checked_with_the_full_list(
+    connect: Callable[[FakeImap], imapclient.IMAPClient],
+) -> None:
+    """Mail arrived after the density was forgotten: the probe vouches for 1..5
+    only, and UID 7 at sequence 7 is trusted after listing the UIDs."""
+    server = FakeImap([(u, ()) for u in range(1, 6)])
+    fetcher = UidFetcher.for_folder(connect(server), exists=5, uidnext=6)
+    fetcher.dense = None
+    server.messages += [(6, ()), (7, ())]
+    answer = fetcher.fetch([4, 7], ["FLAGS"], required=(b"FLAGS",))
+    assert set(answer) == {4, 7}
+    assert fetcher.dense == 7
+    assert server.searches() == ["UID SEARCH 5 UID 5", "UID SEARCH ALL"]
 
 
 def test_a_server_that_keeps_sending_doubtful_answers_fails_the_fetch(
