@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -194,6 +197,24 @@ def _scores(
         return None
 
 
+def _exit_with(owner: int) -> None:
+    """Parse workers end when the executor that started them is gone: after a
+    kill -9 nothing tells them (their parent is the forkserver), and each would
+    otherwise hold ~70 MB for good."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass  # a process with that pid exists
+
+    threading.Thread(target=watch, name="exit-with-executor", daemon=True).start()
+
+
 class ParserPool:
     """Started lazily, so executors that only see small batches never fork."""
 
@@ -205,7 +226,10 @@ class ParserPool:
         if self._pool is None:
             # forkserver: never fork a process that runs threads and an event loop.
             self._pool = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("forkserver")
+                self.processes,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_exit_with,
+                initargs=(os.getpid(),),
             )
         return self._pool
 

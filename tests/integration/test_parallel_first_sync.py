@@ -300,8 +300,10 @@ async def test_kill_9_at_random_points_of_a_first_sync_then_the_mirror_equals_th
     procs.job_types = "sync"
     procs.env.update(
         {
-            # One connection: batches big enough for the parse processes (MIN_PARALLEL_BATCH).
+            # One connection: batches big enough for the parse processes (MIN_PARALLEL_BATCH),
+            # which Executors turns off by default.
             "SECRETARY_SYNC_BATCH_SIZE": str(BATCH if connections > 1 else 70),
+            "SECRETARY_PARSE_PROCESSES": "2" if connections == 1 else "0",
             "SECRETARY_SYNC_FIRST_CONNECTIONS": str(connections),
             "SECRETARY_LIVE_MIRROR": "false",
         }
