@@ -71,7 +71,7 @@ def bench_mailbox(messages: int, big_share: float) -> list[Fetched]:
 
     n_big = round(messages * big_share)
     now = datetime(2026, 11, 20, tzinfo=UTC)  # the same bytes every run
-    msgs = generate_mailbox(messages - n_big, now=now) + big_messages(n_big)
+    msgs = generate_mailbox(messages - n_big, now=now) + list(big_messages(n_big))
     out = []
     for uid, m in enumerate(msgs, 1):
         cut = m.raw.find(b"\r\n\r\n") + 4

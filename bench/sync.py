@@ -70,6 +70,7 @@ from app.jobs.models import Job  # noqa: E402
 from app.jobs.store import JobStore  # noqa: E402
 from app.mail.identity import Identity  # noqa: E402
 from app.mail.mime import parse_message  # noqa: E402
+from bench.cpu import CpuSplit, cpu_line  # noqa: E402
 from bench.executor_process import NO_MENTIONS  # noqa: E402
 from bench.rss import PeakRss  # noqa: E402
 from bench.rtt_proxy import DelayProxy  # noqa: E402
@@ -196,6 +197,7 @@ class SyncFigures:
     messages: int
     fetched: int  # bytes the first sync downloaded
     rss: PeakRss  # the executor process's, sampled while it ran
+    cpu: dict[str, float]  # CPU seconds per program during the first sync
 
 
 def executor_env(
@@ -229,20 +231,40 @@ def executor_env(
     return env
 
 
+def profile(pid: int) -> subprocess.Popen[bytes] | None:
+    """`BENCH_PYSPY=FILE`: sample the executor and its parse workers with py-spy
+    (not a product dependency: `pip install py-spy`) into FILE, one folded
+    stack per line, for finding where a sync's CPU goes; figures taken then are
+    slowed by the sampling."""
+    out = os.environ.get("BENCH_PYSPY")
+    if not out:
+        return None
+    command = ["py-spy", "record", "-p", str(pid), "-s", "-r", "250", "-f", "raw", "-o", out]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
 def executor_process(
     env: dict[str, str], log: Path, *, check: bool
 ) -> Iterator[tuple[subprocess.Popen[bytes], PeakRss]]:
     """One worker's executor in its own process, its memory sampled until it stops."""
-    command = [sys.executable, "-m", "bench.executor_process"]
+    # `-c`, not `-m bench.executor_process`: a parse worker re-runs a main
+    # module run by name (multiprocessing's spawn fixup) and would import the
+    # whole executor again; the product's `python -m executor` is spared
+    # that, being a package's __main__.
+    command = [sys.executable, "-c", "from bench.executor_process import main; main()"]
     command += [] if check else [NO_MENTIONS]
     command += ["--workers", "1", "--shutdown-grace", "2", "--log-level", "WARNING"]
     with log.open("ab") as out:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     rss = PeakRss(proc.pid).start()
+    spy = profile(proc.pid)
     try:
         yield proc, rss
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
@@ -294,11 +316,13 @@ async def run_sync(
     pool = await open_pool(database_url)
     store = JobStore(pool)
     env = executor_env(database_url, account, batch, connections, home)
-    log = home / "executor.log"
+    log = Path(os.environ.get("BENCH_EXECUTOR_LOG") or home / "executor.log")
     try:
         with executor_process(env, log, check=check) as (proc, rss):
+            cpu = CpuSplit(proc.pid).start()
             job = await store.enqueue("sync")
             done = await finished(store, job.job_id, proc, log, timeout)
+            split = cpu.stop()
             resync_s = None
             if resync:
                 again = await store.enqueue("sync")
@@ -307,7 +331,7 @@ async def run_sync(
             fetched = int(last[-1].data["summary"]["bytes_fetched"])
     finally:
         await pool.close()
-    return SyncFigures(took(done), resync_s, done.processed, fetched, rss)
+    return SyncFigures(took(done), resync_s, done.processed, fetched, rss, split)
 
 
 def rss_line(runs: Iterable[SyncFigures]) -> str:
@@ -373,6 +397,8 @@ def rtt_figures(args: argparse.Namespace) -> None:
             f"= {count / many:,.0f} msgs/s"
         )
         print(f"ratio {args.connections}/1 connections : {one / many:.2f}x  (aim >= 2.5x at 40 ms)")
+        for run in runs:
+            print(cpu_line(run.cpu, run.first_s))
         print(rss_line(runs))
     finally:
         factory.close()
@@ -473,6 +499,8 @@ def main() -> None:
                 with factory.database() as url:
                     on = asyncio.run(run_sync(url, account, args.batch, home, timeout=limit))
                     assert on.resync_s is not None
+                    if on.first_s < sync_s:
+                        best_on = on
                     sync_s, resync_s = min(sync_s, on.first_s), min(resync_s, on.resync_s)
                     n_sync, fetched = on.messages, on.fetched
                 runs += [off, on]
@@ -484,6 +512,7 @@ def main() -> None:
             f"sync job (executor)  : {n_sync} msgs in {sync_s:.2f}s = {n_sync / sync_s:,.0f} msgs/s"
         )
         print(f"ratio sync/raw       : {(n_sync / sync_s) / (n_raw / raw_s):.2f}x  (aim >= 0.8x)")
+        print(cpu_line(best_on.cpu, best_on.first_s))
         print(f"re-sync, unchanged   : {resync_s * 1000:.0f} ms  (aim < 500 ms)")
         print(
             f"mentions check       : sync {n_off / off_s:,.0f} msgs/s without, "

@@ -34,7 +34,7 @@ from executor.folder_lock import FolderFence, folder_lock
 from executor.imap_fetch import UidFetcher, chunks
 from executor.imap_session import leave_folder
 from executor.mentions import MentionCheck, enqueue_rescore_if_stale
-from executor.parsing import ParsedBatch, ParserPool, RawMessage
+from executor.parsing import MIN_PARALLEL_BATCH, ParsedBatch, ParserPool, RawMessage
 from executor.sync_parallel import BorrowedConnections, ParallelFirstSync
 from executor.sync_pipeline import BatchPipeline, YieldGate
 
@@ -304,6 +304,8 @@ class SyncRun:
                 self.remaining[f] = max(
                     0, min(st.messages, (st.uidnext or 0) - 1 - cur.last_seen_uid)
                 )
+        if max(self.remaining.values(), default=0) >= MIN_PARALLEL_BATCH:
+            self.parser.warm()  # its start overlaps the SELECT and SEARCH to come
         await ctx.progress(
             f"syncing {len(folders)} folder(s)",
             processed=self.base,
