@@ -49,7 +49,6 @@ sys.path.insert(0, str(HERE.parent))
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
-import itertools  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
@@ -152,11 +151,27 @@ class Mailbox:
             yield m
 
 
+def spread(
+    regular: Iterator[SeedMessage], regular_count: int, big: Iterator[SeedMessage], big_count: int
+) -> Iterator[SeedMessage]:
+    """The long messages spread evenly among the others, as in a real mailbox
+    (not all at its end): each batch then asks the server about a few, and no
+    one connection of a split first sync gets all the SEARCH BODY work."""
+    stride = max(1, regular_count // big_count) if big_count else 0
+    for i, message in enumerate(regular, 1):
+        yield message
+        if stride and i % stride == 0 and (long := next(big, None)) is not None:
+            yield long
+    yield from big
+
+
 def write_mailbox(maildir: Path, messages: int, big_share: float) -> Mailbox:
     """Generate `messages` (`big_share` of them over the fetch prefix) straight
     into the Maildir, one at a time: 100,000 never sit in memory together."""
     box = Mailbox(big=round(messages * big_share))
-    stream = itertools.chain(iter_mailbox(messages - box.big), big_messages(box.big))
+    stream = spread(
+        iter_mailbox(messages - box.big), messages - box.big, big_messages(box.big), box.big
+    )
     write_maildir(maildir, box.keep(stream, stride=max(1, -(-messages // PARSE_SAMPLE))))
     return box
 

@@ -69,6 +69,10 @@ class YieldGate:
             self.active += 1
             return self.generation
 
+    async def look(self) -> None:
+        """Let the fence see whether anyone waits (a yield is due only then)."""
+        await self.fence.look_for_waiters()
+
     def try_enter(self) -> int | None:
         """Enter unless a yield is due or under way (then: None, do not wait)."""
         if self._yielding or self.fence.due():
@@ -185,6 +189,7 @@ class BatchPipeline(Generic[B]):
                 await self._wait_below(self.depth)
                 if self.stopping:
                     break
+                await self.gate.look()
                 generation = self.gate.try_enter() if self.inside else None
                 if generation is None:
                     await self._wait_drained()

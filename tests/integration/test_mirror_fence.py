@@ -158,6 +158,32 @@ async def test_a_holder_that_yields_lets_the_queued_job_in_first(
     assert got < back, "the holder took the fence straight back"
 
 
+async def test_a_long_holder_is_due_to_yield_only_while_someone_waits(
+    store: JobStore, pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync drains all its connections to yield: it does so for a job
+    that waits for one of its folders, never for nobody."""
+    monkeypatch.setattr(fence_module, "YIELD_AFTER_SECONDS", 0.05)
+    monkeypatch.setattr(fence_module, "LOOK_EVERY_SECONDS", 0.0)
+    holder, waiter, elsewhere = StubCtx(store), StubCtx(store), StubCtx(store)
+    async with folder_lock(holder, "INBOX", "Archive") as fence:  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+        other = asyncio.create_task(_hold(elsewhere, "Receipts", 0.5))  # another folder
+        await asyncio.sleep(0.2)
+        await fence.look_for_waiters()
+        assert not fence.due(), "due with nobody waiting for its folders"
+        task = asyncio.create_task(_hold(waiter, "Archive", 0))
+        await asyncio.sleep(0.3)  # queued inside Postgres now
+        await fence.look_for_waiters()
+        assert fence.due()
+        await fence.yield_()
+        assert fence.held and not fence.due(), "taken back: nobody seen waiting yet"
+        await task
+        await other
+        await fence.look_for_waiters()
+        assert not fence.due()
+
+
 async def test_the_fence_connection_returns_to_the_pool_without_the_lock(
     store: JobStore, pool: Any
 ) -> None:
@@ -296,6 +322,7 @@ async def test_a_long_first_sync_lets_an_approved_change_of_its_folder_through(
     """A first sync of a big folder holds the fence for a long time; it yields it
     at batch boundaries, so a mark_read approved meanwhile finishes first."""
     monkeypatch.setattr(fence_module, "YIELD_AFTER_SECONDS", 0.2)
+    monkeypatch.setattr(fence_module, "LOOK_EVERY_SECONDS", 0.01)
     await inbox_of(imap_account, 400)
     uidvalidity = await asyncio.to_thread(_uidvalidity, imap_account)
     async with running_executor(str(pool.conninfo), imap_account, workers=2):

@@ -218,6 +218,7 @@ async def test_changes_approved_during_a_split_first_sync_go_through_its_fence_y
     mark_read jobs on messages anywhere in the folder finish while the sync
     runs, and no connection writes a flag it read before a yield."""
     monkeypatch.setattr(fence_module, "YIELD_AFTER_SECONDS", 0.05)
+    monkeypatch.setattr(fence_module, "LOOK_EVERY_SECONDS", 0.01)
     await asyncio.to_thread(seed_inbox, imap_account, 600)
     client = imap_connect(imap_account)
     try:

@@ -25,6 +25,9 @@ class Fence:
     def due(self) -> bool:
         return self.is_due
 
+    async def look_for_waiters(self) -> None:
+        pass
+
     async def yield_(self) -> None:
         assert self.gate is not None
         self.inside_at_yield.append(self.gate.active)

@@ -20,6 +20,9 @@ class FakeFence:
     def due(self) -> bool:
         return self.is_due
 
+    async def look_for_waiters(self) -> None:
+        pass
+
     async def yield_(self) -> None:
         self.inside_at_yield.append(self.gate_ref[0].active)
         await asyncio.sleep(0.01)  # another job's turn

@@ -491,6 +491,17 @@ SELECT EXISTS (
           = hashtextextended('piper.mirror:' || %(folder)s, 0)
 ) AS held;
 
+-- name: mirror_fence_waited
+-- Whether a session waits for the fence of any of these folders: a long holder
+-- (a first sync) yields only then (executor/folder_lock.py `look_for_waiters`).
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1 AND database = (
+        SELECT oid FROM pg_database WHERE datname = current_database())
+      AND ((classid::bigint << 32) | objid::bigint) = ANY (
+          SELECT hashtextextended('piper.mirror:' || f, 0) FROM unnest(%(folders)s::text[]) AS f)
+) AS waited;
+
 -- name: mention_stale_summary
 -- Rows whose "mentions you" verdict was not decided against the given identity
 -- fingerprint (never checked, unreadable, or another identity). Written as IS NULL / < / >
