@@ -13,28 +13,19 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
+from bench.procfs import proc_stats
 from bench.rss import descendants
 
-PROC = Path("/proc")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _times() -> dict[int, tuple[str, float]]:
     """pid -> (command name, user+system seconds so far) for every process."""
-    found: dict[int, tuple[str, float]] = {}
-    for entry in os.scandir(PROC):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (PROC / entry.name / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        found[int(entry.name)] = (comm, (int(fields[11]) + int(fields[12])) / TICKS)
-    return found
+    return {
+        pid: (comm, (int(fields[11]) + int(fields[12])) / TICKS)
+        for pid, comm, fields in proc_stats()
+    }
 
 
 @dataclass

@@ -10,9 +10,10 @@ PSS (each shared page split between its sharers) is what the tree costs.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
+
+from bench.procfs import proc_stats
 
 PROC = Path("/proc")
 
@@ -42,16 +43,8 @@ def pss_kb(pid: int) -> int:
 def descendants(pid: int) -> list[int]:
     """Every live process below `pid`, from each process's parent in /proc/*/stat."""
     children: dict[int, list[int]] = {}
-    for entry in os.scandir(PROC):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (PROC / entry.name / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+    for child, _comm, fields in proc_stats():
+        children.setdefault(int(fields[1]), []).append(child)
     found: list[int] = []
     todo = [pid]
     while todo:
