@@ -30,6 +30,14 @@ the peaks printed (aim: under 300 MB for a 100,000-message first sync).
 `--memory-only` runs just one first sync of `--messages` and prints its time
 and those peaks: the cheap way to a 100,000-message figure.
 
+Each first sync also prints where its CPU went (bench/cpu.py): seconds of the
+executor, its parse workers, Postgres, Dovecot and everything else, against
+what the machine's cores could give in that time. On a 2-core machine the
+sync is bounded by that sum, not by any one process.
+
+`BENCH_EXECUTOR_LOG=FILE` keeps the executors' log; `BENCH_PYSPY=FILE` samples
+each executor and its parse workers with py-spy (not a product dependency).
+
 The mailbox is generated and written as a stream (app/demo/mailbox.py
 `iter_mailbox`): only statistics and a sample of at most 10,000 messages (every
 message of a default run) are kept, for the parse and bytes-per-message figures.
