@@ -235,9 +235,12 @@ class ParserPool:
         self.processes = max(0, processes)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
     def _ensure(self) -> ProcessPoolExecutor:
         with self._lock:
+            if self._closed:  # a warm-up thread late for the executor's shutdown
+                raise RuntimeError("the parser pool is closed")
             if self._pool is None:
                 # forkserver: never fork a process that runs threads and an event loop.
                 context = multiprocessing.get_context("forkserver")
@@ -263,7 +266,8 @@ class ParserPool:
                 for future in [pool.submit(_ready) for _ in range(self.processes)]:
                     future.result()
             except Exception as exc:  # the first batch will find out and parse in-process
-                log.warning("parser pool did not start (%s)", exc)
+                if not self._closed:
+                    log.warning("parser pool did not start (%s)", exc)
 
         threading.Thread(target=start, name="parser-pool-start", daemon=True).start()
 
@@ -311,6 +315,8 @@ class ParserPool:
             return await asyncio.to_thread(parse_batch, *args)
 
     def close(self) -> None:
-        pool, self._pool = self._pool, None
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)

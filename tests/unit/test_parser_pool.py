@@ -61,3 +61,13 @@ async def test_warm_does_nothing_without_processes() -> None:
     assert pool._pool is None
     parsed = await pool.parse_batch(raws(3), ME, "INBOX", 7)
     assert parsed.rows.uids == (1, 2, 3)
+
+
+async def test_a_warm_up_late_for_the_shutdown_starts_nothing() -> None:
+    pool = ParserPool(2)
+    pool.close()
+    pool.warm()
+    await asyncio.sleep(0.2)
+    assert pool._pool is None
+    parsed = await pool.parse_batch(raws(MIN_PARALLEL_BATCH), ME, "INBOX", 7)
+    assert len(parsed.rows.uids) == MIN_PARALLEL_BATCH  # parsed in-process instead
