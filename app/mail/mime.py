@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
@@ -335,14 +336,35 @@ def _split_entity(data: bytes, problems: list[str]) -> tuple[_Headers, bytes]:
     return _Headers(head), body
 
 
+# Header values recur from message to message: a mailbox comes mostly from a
+# few dozen senders to the same recipients, and its parts say `text/plain;
+# charset="utf-8"` over and over (the bench mailbox: 51 distinct From values,
+# 33 To and ~400 Content-Type in 4,000 messages). What is worked out from such
+# a value alone is kept, per parse process, for the most recent values; long
+# values (rare, and a hostile header could be megabytes) are never kept.
+_CACHE_ENTRIES = 2048
+_CACHED_VALUE_CHARS = 1000
+
+
 def _content_type(value: str | None, default: str) -> tuple[str, dict[str, str]]:
+    """Media type (lower-cased) and parameters. The parameters may be a cached
+    dict shared with other calls: read them, never change them."""
     if not value:
         return default, {}
+    if len(value) <= _CACHED_VALUE_CHARS:
+        return _cached_content_type(value, default)
+    return _read_content_type(value, default)
+
+
+def _read_content_type(value: str, default: str) -> tuple[str, dict[str, str]]:
     kind, _, rest = value.partition(";")
     kind = "".join(kind.split()).lower()
     if kind.count("/") != 1 or kind.startswith("/") or kind.endswith("/"):
         kind = "text/plain"  # RFC 2045: an invalid Content-Type means text/plain
     return kind, _params(";" + rest)
+
+
+_cached_content_type = lru_cache(maxsize=_CACHE_ENTRIES)(_read_content_type)
 
 
 def _params(text: str) -> dict[str, str]:
@@ -447,6 +469,38 @@ def _date(value: str | None, problems: list[str]) -> datetime | None:
         problems.append(f"unparseable Date header {value[:60]!r}")
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class _AddressField:
+    """What the mirror keeps of an address header (From, To, Cc, Reply-To):
+    its mailboxes as `parse_address_list` gives them, the addresses ready for
+    Postgres, the decoded text for display, and the problems met reading it."""
+
+    __slots__ = ("addrs", "display", "mailboxes", "problems")
+
+    def __init__(self, value: str) -> None:
+        problems: list[str] = []
+        self.mailboxes = tuple(parse_address_list(value, problems=problems))
+        self.addrs = tuple(_pg_text(addr) for _, addr in self.mailboxes)
+        self.display = decode_header_text(value)
+        self.problems = tuple(problems)
+
+
+_NO_ADDRESSES = _AddressField("")
+_cached_address_field = lru_cache(maxsize=_CACHE_ENTRIES)(_AddressField)
+
+
+def _address_field(value: str | None, problems: list[str]) -> _AddressField:
+    """The header's `_AddressField` (cached for recurring values); its
+    problems are added to `problems`."""
+    if not value:
+        return _NO_ADDRESSES
+    field = (
+        _cached_address_field(value) if len(value) <= _CACHED_VALUE_CHARS else _AddressField(value)
+    )
+    if field.problems:
+        problems += field.problems
+    return field
 
 
 # ------------------------------------------------------------------------- bodies
@@ -749,17 +803,14 @@ def _parse(
     raw: bytes, excerpt_chars: int, problems: list[str], identity: Identity | None
 ) -> ParsedMessage:
     headers, body = _split_entity(raw, problems)
-    from_raw = headers.raw(b"from")
-    senders = parse_address_list(from_raw, problems=problems)
-    to_raw = headers.joined(b"to")
-    cc_raw = headers.joined(b"cc")
-    to = parse_address_list(to_raw, problems=problems)
-    cc = parse_address_list(cc_raw, problems=problems)
-    reply_to = parse_address_list(headers.raw(b"reply-to"))
-    if senders:
-        from_addr, from_name = senders[0][1], senders[0][0] or None
+    sender = _address_field(headers.raw(b"from"), problems)
+    to = _address_field(headers.joined(b"to"), problems)
+    cc = _address_field(headers.joined(b"cc"), problems)
+    reply_to = _address_field(headers.raw(b"reply-to"), []).mailboxes
+    if sender.mailboxes:
+        from_addr, from_name = sender.mailboxes[0][1], sender.mailboxes[0][0] or None
     else:
-        from_addr, from_name = None, decode_header_text(from_raw) or None
+        from_addr, from_name = None, sender.display or None
     references = tuple(
         dict.fromkeys(
             ref.strip() for ref in _MSGID.findall(headers.raw(b"references") or "") if ref.strip()
@@ -779,10 +830,10 @@ def _parse(
         references=tuple(_pg_text(r) for r in references),
         from_addr=opt(from_addr),
         from_name=opt(from_name),
-        to_addrs=tuple(_pg_text(e) for _, e in to),
-        cc_addrs=tuple(_pg_text(e) for _, e in cc),
-        to_display=_pg_text(decode_header_text(to_raw)),
-        cc_display=_pg_text(decode_header_text(cc_raw)),
+        to_addrs=to.addrs,
+        cc_addrs=cc.addrs,
+        to_display=_pg_text(to.display),
+        cc_display=_pg_text(cc.display),
         reply_to=opt(reply_to[0][1] if reply_to else None),
         subject=_pg_text(subject),
         date=_date(headers.raw(b"date"), problems),
