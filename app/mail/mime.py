@@ -54,7 +54,7 @@ MAX_PARTS = 200
 # Headers: a blank line ends them; a line that is neither a field nor a
 # continuation means the blank line is missing and the body starts there.
 _BLANK_LINE = re.compile(rb"\n\r?\n")
-_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\n[ \t].*)*)", re.MULTILINE)
+_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:(.*(?:\n[ \t].*)*)", re.MULTILINE)
 _FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _NOT_A_FIELD = re.compile(rb"\n(?![!-9;-~]+[ \t]*:|[ \t]|\r?\Z)")  # a literal first: fast
 _PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
@@ -272,13 +272,21 @@ def _calendar_text(ics: str) -> str:
 
 
 class _Headers:
-    """Header fields of one entity, kept as raw bytes and decoded on demand."""
+    """Header fields of one entity, found in the raw bytes and decoded on demand.
 
-    __slots__ = ("fields",)
+    The fields are found in the head read as Latin-1 (one character per byte,
+    so the field regex sees what it would in the bytes): an all-ASCII head,
+    nearly every one, is then already text, and a value needs no decoding of
+    its own (~3 us less per message than decoding each value's bytes). A
+    value of a head with 8-bit bytes goes back to its bytes for
+    `_field_text`'s UTF-8 or Windows-1252."""
+
+    __slots__ = ("ascii", "fields")
 
     def __init__(self, head: bytes) -> None:
-        fields: dict[bytes, list[bytes]] = {}
-        for name, value in _FIELD.findall(head):
+        fields: dict[str, list[str]] = {}
+        self.ascii = head.isascii()
+        for name, value in _FIELD.findall(head.decode("latin-1")):
             key = name.lower()
             if key in fields:
                 fields[key].append(value)
@@ -286,21 +294,33 @@ class _Headers:
                 fields[key] = [value]
         self.fields = fields
 
-    def raw(self, name: bytes) -> str | None:
-        values = self.fields.get(name)
-        return _field_text(values[0]) if values else None
+    def _text(self, value: str) -> str:
+        if not self.ascii:
+            return _field_text(value.encode("latin-1"))
+        text = value.strip(_HEADER_SPACE)
+        if "\n" in text or "\r" in text:
+            text = value.replace("\r", "").replace("\n", "").strip(_HEADER_SPACE)
+        return text
 
-    def joined(self, name: bytes) -> str | None:
+    def raw(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return self._text(values[0]) if values else None
+
+    def joined(self, name: str) -> str | None:
         values = self.fields.get(name)
         if not values:
             return None
-        return ", ".join(_field_text(v) for v in values)
+        return ", ".join(self._text(v) for v in values)
 
-    def text(self, name: bytes, problems: list[str]) -> str | None:
+    def text(self, name: str, problems: list[str]) -> str | None:
         value = self.raw(name)
         if not value:
             return None
         return decode_header_text(value, problems=problems) or None
+
+
+# What `bytes.strip()` strips: the ASCII whitespace (`str.strip()` strips more).
+_HEADER_SPACE = " \t\n\r\x0b\x0c"
 
 
 def _field_text(value: bytes) -> str:
@@ -583,7 +603,7 @@ def _walk(
     """Sort one entity's leaves into the walk. `own_body` is False inside a
     forwarded message: its text is read for mentions, never for the excerpt."""
     walk.parts += 1
-    kind, params = _content_type(headers.raw(b"content-type"), default)
+    kind, params = _content_type(headers.raw("content-type"), default)
     if walk.parts > MAX_PARTS or depth > MAX_DEPTH:
         walk.skipped = True
         if walk.parts == MAX_PARTS + 1 or depth == MAX_DEPTH + 1:
@@ -617,12 +637,12 @@ def _walk(
                 return
     if kind in _SIGNATURES:  # S/MIME and PGP plumbing, not something the person attached
         return
-    disposition, _, rest = (headers.raw(b"content-disposition") or "").partition(";")
+    disposition, _, rest = (headers.raw("content-disposition") or "").partition(";")
     disposition = disposition.strip().lower()
     filename = _params(";" + rest).get("filename") if rest else None
     if filename or params.get("name"):
         walk.names.append(decode_header_text(filename or params.get("name")))
-    encoding = (headers.raw(b"content-transfer-encoding") or "").strip().lower()
+    encoding = (headers.raw("content-transfer-encoding") or "").strip().lower()
     if kind in ("message/rfc822", "message/global"):
         if disposition == "attachment" or not related:
             walk.attachments = True
@@ -665,7 +685,7 @@ def _walk_forwarded(leaf: _Leaf, walk: _Walk, depth: int) -> None:
         data = binascii.a2b_qp(data)
     scratch: list[str] = []
     inner_headers, inner_body = _split_entity(data, scratch)
-    for name in (b"subject", b"from", b"to", b"cc", b"reply-to"):
+    for name in ("subject", "from", "to", "cc", "reply-to"):
         value = inner_headers.joined(name)
         if value:
             walk.names.append(decode_header_text(value))
@@ -803,30 +823,30 @@ def _parse(
     raw: bytes, excerpt_chars: int, problems: list[str], identity: Identity | None
 ) -> ParsedMessage:
     headers, body = _split_entity(raw, problems)
-    sender = _address_field(headers.raw(b"from"), problems)
-    to = _address_field(headers.joined(b"to"), problems)
-    cc = _address_field(headers.joined(b"cc"), problems)
-    reply_to = _address_field(headers.raw(b"reply-to"), []).mailboxes
+    sender = _address_field(headers.raw("from"), problems)
+    to = _address_field(headers.joined("to"), problems)
+    cc = _address_field(headers.joined("cc"), problems)
+    reply_to = _address_field(headers.raw("reply-to"), []).mailboxes
     if sender.mailboxes:
         from_addr, from_name = sender.mailboxes[0][1], sender.mailboxes[0][0] or None
     else:
         from_addr, from_name = None, sender.display or None
     references = tuple(
         dict.fromkeys(
-            ref.strip() for ref in _MSGID.findall(headers.raw(b"references") or "") if ref.strip()
+            ref.strip() for ref in _MSGID.findall(headers.raw("references") or "") if ref.strip()
         )
     )
     walk = _Walk([], [], [])
     _walk(headers, body, walk, problems)
     excerpt = _excerpt(walk, excerpt_chars, problems, whole=identity is not None)
-    subject = decode_header_text(headers.raw(b"subject"), problems=problems)
+    subject = decode_header_text(headers.raw("subject"), problems=problems)
     mentions = _mentions(identity, subject, walk) if identity is not None else None
-    precedence = headers.text(b"precedence", problems)
-    auto_submitted = headers.text(b"auto-submitted", problems)
+    precedence = headers.text("precedence", problems)
+    auto_submitted = headers.text("auto-submitted", problems)
     opt = _pg_optional
     return ParsedMessage(
-        message_id=opt(normalise_message_id(headers.raw(b"message-id"))),
-        in_reply_to=opt(normalise_message_id(headers.raw(b"in-reply-to"))),
+        message_id=opt(normalise_message_id(headers.raw("message-id"))),
+        in_reply_to=opt(normalise_message_id(headers.raw("in-reply-to"))),
         references=tuple(_pg_text(r) for r in references),
         from_addr=opt(from_addr),
         from_name=opt(from_name),
@@ -836,10 +856,10 @@ def _parse(
         cc_display=_pg_text(cc.display),
         reply_to=opt(reply_to[0][1] if reply_to else None),
         subject=_pg_text(subject),
-        date=_date(headers.raw(b"date"), problems),
+        date=_date(headers.raw("date"), problems),
         body_excerpt=_pg_text(excerpt),
-        list_unsubscribe=opt(headers.text(b"list-unsubscribe", problems)),
-        list_id=opt(headers.text(b"list-id", problems)),
+        list_unsubscribe=opt(headers.text("list-unsubscribe", problems)),
+        list_id=opt(headers.text("list-id", problems)),
         precedence=opt(precedence.lower() if precedence else None),
         auto_submitted=opt(auto_submitted.lower() if auto_submitted else None),
         has_attachments=walk.attachments,
