@@ -230,14 +230,31 @@ def html_to_text(html_text: str) -> str:
 def _render_html(html_text: str) -> str:
     """`html_to_text` before whitespace is tidied: what the mention check reads
     (tidying a long text costs as much as reading it)."""
+    page = _html_page(html_text)
+    return _render_page(page) if page is not None else ""
+
+
+def _html_page(html_text: str) -> LexborHTMLParser | None:
+    """The page parsed, without what it does not show; None when it is empty."""
     if not html_text:
-        return ""
+        return None
     source = html_text
     if _RAW_TEXT_OPEN.search(source):
         source = _close_runaway_raw_text(source)
     tree = LexborHTMLParser(source)
     tree.strip_tags(_NOT_SHOWN)
-    root = tree.root
+    return tree if tree.root is not None else None
+
+
+def _page_words(page: LexborHTMLParser) -> str:
+    """The page's text without the line breaks `_render_page` adds: its text
+    nodes joined (cheap: no node is added)."""
+    root = page.root
+    return root.text(separator="") if root is not None else ""
+
+
+def _render_page(page: LexborHTMLParser) -> str:
+    root = page.root
     if root is None:
         return ""
     # One walk over the elements (a CSS query per kind costs more: each
@@ -755,7 +772,33 @@ def _unfold_ics(ics: str) -> str:
     return ics.replace("\r\n ", "").replace("\r\n\t", "").replace("\n ", "").replace("\n\t", "")
 
 
-def _mention_texts(subject: str, walk: _Walk, problems: list[str]) -> Iterator[str]:
+def _leaf_rendered_for(identity: Identity, leaf: _Leaf, problems: list[str]) -> str:
+    """`_leaf_html_text` as far as the mention check needs it: "" when the
+    page's words cannot mention the person however lines break them.
+
+    Rendering adds only line breaks and spaces between the page's text nodes,
+    and every literal a match starts with holds none, so one missing from
+    the nodes joined is missing from the rendered text too
+    (`Identity.could_be_mentioned_in`). Adding the breaks is then skipped: it
+    is ~40% of a render (a text node per block element), and most pages
+    rendered only for the check (their text/plain alternative gave the
+    excerpt) do not name the person. tests/unit/test_mime_caches.py compares
+    the verdicts with full renders."""
+    if leaf.html_text is not None:
+        return leaf.html_text
+    page = _html_page(_leaf_text(leaf, problems))
+    if page is None:
+        leaf.html_text = ""
+    elif not identity.could_be_mentioned_in(_page_words(page)):
+        return ""
+    else:
+        leaf.html_text = _render_page(page)
+    return leaf.html_text
+
+
+def _mention_texts(
+    identity: Identity, subject: str, walk: _Walk, problems: list[str]
+) -> Iterator[str]:
     """Everything the message says. HTML is read twice:
     as the text it renders to, and as unescaped source, which also holds what a
     parser hides (comments, hidden or swallowed elements, attribute values);
@@ -764,7 +807,7 @@ def _mention_texts(subject: str, walk: _Walk, problems: list[str]) -> Iterator[s
     for leaf in walk.plain:
         yield _leaf_text(leaf, problems)
     for leaf in walk.rich:
-        yield _leaf_html_text(leaf, problems)
+        yield _leaf_rendered_for(identity, leaf, problems)
         yield html.unescape(_leaf_text(leaf, problems))
     for leaf in walk.calendar:
         yield _unfold_ics(_leaf_text(leaf, problems))
@@ -772,7 +815,7 @@ def _mention_texts(subject: str, walk: _Walk, problems: list[str]) -> Iterator[s
     for leaf in walk.extra:
         text = _leaf_text(leaf, problems)
         if leaf.kind == "text/html":
-            yield _leaf_html_text(leaf, problems)
+            yield _leaf_rendered_for(identity, leaf, problems)
             yield html.unescape(text)
         elif leaf.kind == "text/calendar":
             yield _unfold_ics(text)
@@ -786,7 +829,7 @@ def _mentions(identity: Identity, subject: str, walk: _Walk) -> bool | None:
     scratch: list[str] = []  # decoding trouble here is not the excerpt's problem
     # Text by text, not joined: an all-ASCII text takes the fast path, and
     # one non-ASCII character must not send all the others down the slow one.
-    if identity.mentioned_in_any(_mention_texts(subject, walk, scratch)):
+    if identity.mentioned_in_any(_mention_texts(identity, subject, walk, scratch)):
         return True
     leaves = (*walk.plain, *walk.rich, *walk.calendar, *walk.extra)
     if walk.skipped or any(leaf.unreadable for leaf in leaves):
