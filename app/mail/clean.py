@@ -169,6 +169,10 @@ def _sender_signals(sender: str) -> tuple[str, ...]:
     return tuple(signals)
 
 
+# Subjects recur too (replies, notifications, newsletters' series).
+_newsletter_subject = lru_cache(maxsize=4096)(_NEWSLETTER_WORDS.search)
+
+
 def bulk_signals(row: CleanInput) -> list[str]:
     signals = []
     sender = (row.from_addr or "").lower()
@@ -184,10 +188,10 @@ def bulk_signals(row: CleanInput) -> list[str]:
         signals += _sender_signals(sender)
     else:
         signals += _sender_signals.__wrapped__(sender)
+    subject = row.subject or ""
     if (
-        _NEWSLETTER_WORDS.search(row.subject or "")
-        or "unsubscribe" in (row.body_excerpt or "").lower()
-    ):
+        _newsletter_subject(subject) if len(subject) <= 1000 else _NEWSLETTER_WORDS.search(subject)
+    ) or "unsubscribe" in (row.body_excerpt or "").lower():
         signals.append("newsletter_words")
     return signals
 

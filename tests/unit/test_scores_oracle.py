@@ -254,3 +254,10 @@ def test_zoom_is_read_in_the_whole_excerpt_not_in_what_triage_reads() -> None:
     assert score_row(cut, ME).triage_zoom is old_is_zoom(cut) is False
     late = _row(body_excerpt="a" * 1600 + " zoom")
     assert score_row(late, ME).triage_zoom is old_is_zoom(late) is True
+
+
+def test_a_long_subject_is_read_for_newsletter_words_not_kept() -> None:
+    for subject in ("x " * 600 + "Weekly", "x " * 600, "Weekly"):
+        row = _row(subject=subject, list_id="<l.example>")
+        assert clean.bulk_signals(row) == old_bulk_signals(row)
+        assert clean.bulk_signals(row) == old_bulk_signals(row)  # the second time kept
