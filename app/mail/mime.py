@@ -782,7 +782,7 @@ def _leaf_rendered_for(identity: Identity, leaf: _Leaf, problems: list[str]) -> 
     (`Identity.could_be_mentioned_in`). Adding the breaks is then skipped: it
     is ~40% of a render (a text node per block element), and most pages
     rendered only for the check (their text/plain alternative gave the
-    excerpt) do not name the person. tests/unit/test_mime_caches.py compares
+    excerpt) do not name the person. tests/unit/test_mention_fast_paths.py compares
     the verdicts with full renders."""
     if leaf.html_text is not None:
         return leaf.html_text
