@@ -42,7 +42,6 @@ import argparse  # noqa: E402
 import email  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import pickle  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -160,17 +159,8 @@ class Stages:
         return digest.hexdigest()
 
 
-def _as_a_parse_process() -> None:
-    """Start as the parser pool starts its processes (`parsing.start_worker`,
-    which tunes malloc for lexbor); a revision without it: as it started them."""
-    start = getattr(parsing, "start_worker", None)
-    if start is not None:
-        start(os.getpid())
-
-
 def _worker(data: Path, chunks: int) -> None:
     """`--worker`: answers `STAGE CHUNK` lines with CPU seconds, `digest` with the hash."""
-    _as_a_parse_process()
     stages = Stages(pickle.loads(data.read_bytes()), chunks)
     print(json.dumps({"ready": parsing.__file__}), flush=True)
     for line in sys.stdin:
@@ -279,7 +269,6 @@ def main() -> None:
         f"CPU us per message, best of {args.rounds} rounds"
     )
     if args.against is None:
-        _as_a_parse_process()
         (now,) = _rounds([Stages(fetched, args.chunks)], args.chunks, args.rounds, len(fetched))
         _print("this tree", now)
         return

@@ -27,7 +27,6 @@ from typing import Any
 from app.mail.identity import Identity
 from app.mail.mime import ParsedMessage, parse_message
 from app.mail.scores import Scores, score_row
-from executor.memory import tune_for_parsing
 from executor.mirror_writes import EncodedRows, FetchedMessage, encode_rows
 
 log = logging.getLogger(__name__)
@@ -198,12 +197,6 @@ def _scores(
         return None
 
 
-def start_worker(owner: int) -> None:
-    """What a parse process does first (the pool's initializer)."""
-    tune_for_parsing()
-    _exit_with(owner)
-
-
 def _exit_with(owner: int) -> None:
     """Parse workers end when the executor that started them is gone: after a
     kill -9 nothing tells them (their parent is the forkserver), and each would
@@ -252,7 +245,7 @@ class ParserPool:
                 self._pool = ProcessPoolExecutor(
                     self.processes,
                     mp_context=context,
-                    initializer=start_worker,
+                    initializer=_exit_with,
                     initargs=(os.getpid(),),
                 )
             return self._pool

@@ -30,22 +30,3 @@ def test_the_threshold_is_pinned_on_glibc() -> None:
 
 def test_a_threshold_set_in_the_environment_is_left_alone() -> None:
     assert pinned(**{ENV: "65536"}) == "False"
-
-
-TUNE = "from executor.memory import tune_for_parsing; print(tune_for_parsing())"
-
-
-def tuned(**env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    done = subprocess.run(
-        [sys.executable, "-c", TUNE], env={**clean, **env}, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
-def test_parse_processes_keep_the_heap_lexbor_reuses() -> None:
-    assert tuned() == "True"
-    assert tuned(MALLOC_TRIM_THRESHOLD_="131072") == "False"
-    assert tuned(**{ENV: "65536"}) == "False"
