@@ -26,7 +26,7 @@ import html
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -454,40 +454,33 @@ def _rfc2231_value(pieces: list[tuple[str, bool]]) -> str:
 # zone), read by one regex; anything else goes to the standard library.
 _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun")
 _MONTH_NAMES += ("Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTHS = {name: number for number, name in enumerate(_MONTH_NAMES, 1)}
+_MONTHS = {name: f"{number:02d}" for number, name in enumerate(_MONTH_NAMES, 1)}
 _RFC5322_DATE = re.compile(
     r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?(\d{1,2}) "
     rf"({'|'.join(_MONTH_NAMES)}) (\d{{4}}) "
     r"(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)(?=\s|\Z)",
     re.ASCII,
 )
-_ZONES: dict[int, timezone] = {}
 
 
 def _fast_date(value: str) -> datetime | None:
     """`parsedate_to_datetime(value)` (UTC when the zone is -0000) for the common
     form, ~10x faster; None when the value is not in it or is not a real date,
     so the standard library decides (and words the problem) exactly as before.
-    tests/unit/test_mime_fast_paths.py checks the two agree."""
+    The fields are handed to `datetime.fromisoformat` (C; ~1.5 us less than
+    converting each field in Python). tests/unit/test_mime_fast_paths.py
+    checks the two agree."""
     m = _RFC5322_DATE.match(value)
     if m is None:
         return None
     day, month, year, hour, minute, second, sign, zone_h, zone_m = m.groups()
     if year.startswith("00"):  # the standard library reads years below 100 as 19xx/20xx
         return None
-    offset = int(zone_h) * 3600 + int(zone_m) * 60
-    if sign == "-":
-        offset = -offset
-    zone = _ZONES.get(offset) if offset or sign == "+" else UTC  # -0000: zone unknown
-    if zone is None:
-        if not -86400 < offset < 86400:
-            return None
-        zone = _ZONES.setdefault(offset, timezone(timedelta(seconds=offset)))
     try:
-        return datetime(
-            int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=zone
+        return datetime.fromisoformat(
+            f"{year}-{_MONTHS[month]}-{day:0>2}T{hour}:{minute}:{second}{sign}{zone_h}:{zone_m}"
         )
-    except ValueError:
+    except ValueError:  # no such day, hour, second or zone
         return None
 
 
