@@ -169,8 +169,10 @@ def _sender_signals(sender: str) -> tuple[str, ...]:
     return tuple(signals)
 
 
-# Subjects recur too (replies, notifications, newsletters' series).
-_newsletter_subject = lru_cache(maxsize=4096)(_NEWSLETTER_WORDS.search)
+# Subjects recur too (replies, notifications, newsletters' series); a long
+# one (hostile, or rare) is searched, not kept.
+_newsletter_subject = lru_cache(maxsize=2048)(_NEWSLETTER_WORDS.search)
+_KEPT_SUBJECT_CHARS = 256
 
 
 def bulk_signals(row: CleanInput) -> list[str]:
@@ -190,7 +192,9 @@ def bulk_signals(row: CleanInput) -> list[str]:
         signals += _sender_signals.__wrapped__(sender)
     subject = row.subject or ""
     if (
-        _newsletter_subject(subject) if len(subject) <= 1000 else _NEWSLETTER_WORDS.search(subject)
+        _newsletter_subject(subject)
+        if len(subject) <= _KEPT_SUBJECT_CHARS
+        else _NEWSLETTER_WORDS.search(subject)
     ) or "unsubscribe" in (row.body_excerpt or "").lower():
         signals.append("newsletter_words")
     return signals

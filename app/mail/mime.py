@@ -377,9 +377,10 @@ def _split_entity(data: bytes, problems: list[str]) -> tuple[_Headers, bytes]:
 # few dozen senders to the same recipients, and its parts say `text/plain;
 # charset="utf-8"` over and over (the bench mailbox: 51 distinct From values,
 # 33 To and ~400 Content-Type in 4,000 messages). What is worked out from such
-# a value alone is kept, per parse process, for the most recent values; long
-# values (rare, and a hostile header could be megabytes) are never kept.
-_CACHE_ENTRIES = 2048
+# a value alone is kept, per parse process, for the 1,024 most recent values
+# of each kind (a few MB at most); long values (rare, and a hostile header
+# could be megabytes) are never kept.
+_CACHE_ENTRIES = 1024
 _CACHED_VALUE_CHARS = 1000
 
 

@@ -257,7 +257,7 @@ def test_zoom_is_read_in_the_whole_excerpt_not_in_what_triage_reads() -> None:
 
 
 def test_a_long_subject_is_read_for_newsletter_words_not_kept() -> None:
-    for subject in ("x " * 600 + "Weekly", "x " * 600, "Weekly"):
+    for subject in ("x " * 600 + "Weekly", "x " * 600, "Weekly", "x" * 256 + " Weekly"):
         row = _row(subject=subject, list_id="<l.example>")
         assert clean.bulk_signals(row) == old_bulk_signals(row)
         assert clean.bulk_signals(row) == old_bulk_signals(row)  # the second time kept
