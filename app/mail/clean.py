@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 from app.mail.identity import Identity
@@ -117,9 +118,15 @@ class CleanVerdict:
 NOT_CHECKED = "not yet checked against your current identity"
 
 
-def exclusion_reason(row: CleanInput, identity: Identity) -> str | None:
-    """Why a message may never be cleaned, or None. Checked before anything else."""
-    if identity.is_recipient(row.to_addrs, row.cc_addrs):
+def exclusion_reason(
+    row: CleanInput, identity: Identity, *, recipient: bool | None = None
+) -> str | None:
+    """Why a message may never be cleaned, or None. Checked before anything else.
+    `recipient`: `identity.is_recipient(row.to_addrs, row.cc_addrs)`, when the
+    caller already knows it (triage does)."""
+    if recipient is None:
+        recipient = identity.is_recipient(row.to_addrs, row.cc_addrs)
+    if recipient:
         return "addressed to you (To/CC)"
     # What the row shows is checked here too, whatever was stored.
     if identity.mentioned_in(row.subject or "") or identity.mentioned_in(row.body_excerpt or ""):
@@ -149,10 +156,28 @@ def _notification_domain(domain: str) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)
+def _sender_signals(sender: str) -> tuple[str, ...]:
+    """What the sender's address alone says (lower-cased): a mailbox hears
+    from the same few dozen senders over and over, so this is kept."""
+    signals = []
+    domain = sender.rsplit("@", 1)[-1] if "@" in sender else ""
+    if NOREPLY.match(sender):
+        signals.append("noreply_sender")
+    if domain and _notification_domain(domain):
+        signals.append("notification_domain")
+    return tuple(signals)
+
+
+# Subjects recur too (replies, notifications, newsletters' series); a long
+# one (hostile, or rare) is searched, not kept.
+_newsletter_subject = lru_cache(maxsize=2048)(_NEWSLETTER_WORDS.search)
+_KEPT_SUBJECT_CHARS = 256
+
+
 def bulk_signals(row: CleanInput) -> list[str]:
     signals = []
     sender = (row.from_addr or "").lower()
-    domain = sender.rsplit("@", 1)[-1] if "@" in sender else ""
     if row.list_unsubscribe:
         signals.append("list_unsubscribe")
     if row.list_id:
@@ -161,14 +186,16 @@ def bulk_signals(row: CleanInput) -> list[str]:
         signals.append("precedence_bulk")
     if row.auto_submitted and row.auto_submitted.lower() != "no":
         signals.append("auto_submitted")
-    if NOREPLY.match(sender):
-        signals.append("noreply_sender")
-    if domain and _notification_domain(domain):
-        signals.append("notification_domain")
+    if len(sender) <= 320:  # the longest valid address; a hostile one is not kept
+        signals += _sender_signals(sender)
+    else:
+        signals += _sender_signals.__wrapped__(sender)
+    subject = row.subject or ""
     if (
-        _NEWSLETTER_WORDS.search(row.subject or "")
-        or "unsubscribe" in (row.body_excerpt or "").lower()
-    ):
+        _newsletter_subject(subject)
+        if len(subject) <= _KEPT_SUBJECT_CHARS
+        else _NEWSLETTER_WORDS.search(subject)
+    ) or "unsubscribe" in (row.body_excerpt or "").lower():
         signals.append("newsletter_words")
     return signals
 
@@ -178,11 +205,16 @@ def assess_for_clean(row: CleanInput, identity: Identity) -> CleanVerdict:
 
 
 def assess_with_signals(
-    row: CleanInput, identity: Identity, bulk: Sequence[str] | None
+    row: CleanInput,
+    identity: Identity,
+    bulk: Sequence[str] | None,
+    *,
+    recipient: bool | None = None,
 ) -> CleanVerdict:
     """`assess_for_clean` for a caller that already has `bulk_signals(row)`
-    (triage does): the signals are not worked out twice."""
-    reason = exclusion_reason(row, identity)
+    (and whether the person is in To or CC; triage has both): nothing is
+    worked out twice."""
+    reason = exclusion_reason(row, identity, recipient=recipient)
     if reason is not None:
         return CleanVerdict(candidate=False, reason=reason, direct=True)
     signals = bulk_signals(row) if bulk is None else list(bulk)

@@ -173,6 +173,10 @@ class _Matcher:
         these does, so they alone rule a text out (each test reads the text)."""
         return tuple(c for c in self.cores if not any(o != c and o in c for o in self.cores))
 
+    @cached_property
+    def _ascii_sieve(self) -> tuple[bytes, ...]:
+        return tuple(core.encode("ascii") for core in self._sieve if core.isascii())
+
     def _scan(self, folded: str) -> bool:
         """Every alternative of the pattern starts with its core, so a match can
         only start where a core occurs: find those at C speed and try the
@@ -191,22 +195,55 @@ class _Matcher:
                 at = folded.find(core, at + 1)
         return False
 
+    @cached_property
+    def _spaceless_sieve(self) -> bool:
+        return self._ascii_cores and not any(c.isspace() for c in "".join(self._sieve))
+
+    def could_match(self, text: str) -> bool:
+        """False when no text made of `text` with whitespace put anywhere in it
+        matches: a match starts with a sieve core, and (when this is False)
+        none of those holds whitespace or is found in `text`. Else True."""
+        if not text or self.pattern is None:
+            return False
+        if not self._spaceless_sieve:
+            return True
+        if text.isascii():
+            lowered = text.lower()
+            return any(core in lowered for core in self._sieve)
+        ascii_only = _ascii_letters(unicodedata.normalize("NFD", text))
+        return any(core in ascii_only for core in self._ascii_sieve)
+
     def search(self, text: str) -> bool:
         if not text or self.pattern is None:
             return False
         if text.isascii():
             return self._scan(text.lower())
-        decomposed = _casefold(unicodedata.normalize("NFD", text))
+        decomposed = unicodedata.normalize("NFD", text)
         if self._ascii_cores:
-            # Dropping every non-ASCII character keeps any ASCII core that the
-            # folded text contains (accents inside it included) contiguous.
-            ascii_only = decomposed.encode("ascii", "ignore").decode("ascii")
-            if not any(core in ascii_only for core in self._sieve):
+            ascii_only = _ascii_letters(decomposed)
+            for core in self._ascii_sieve:
+                if core in ascii_only:
+                    break
+            else:
                 return False
-        folded = _drop_accents(decomposed)
+        folded = _drop_accents(_casefold(decomposed))
         if not _INVISIBLE.search(folded):
             return self._scan(folded)
         return self._scan(_INVISIBLE.sub("", folded)) or self._scan(_INVISIBLE.sub(" ", folded))
+
+
+def _ascii_letters(decomposed: str) -> bytes:
+    """The ASCII characters of an NFD text's fold (`_drop_accents(_casefold(..))`).
+
+    Dropping every non-ASCII character keeps any ASCII core that the folded
+    text contains (accents inside it included) contiguous. Lower-casing only
+    what is left is the same as case folding first (at a fraction of the cost:
+    most texts are ruled out on this), except for ß, ſ and ẞ, the only
+    characters of an NFD text whose folding holds an ASCII letter
+    (tests/unit/test_identity.py reads all of Unicode)."""
+    if "\xdf" in decomposed or "\u017f" in decomposed or "\u1e9e" in decomposed:
+        return _casefold(decomposed).encode("ascii", "ignore")
+    return decomposed.encode("ascii", "ignore").lower()
 
 
 def _compile(words: Iterable[tuple[str, str]]) -> _Matcher:
@@ -330,6 +367,12 @@ class Identity:
         """Named, or one of the person's addresses (or a handle-like local part of
         one) written in the text: what "mentions you" means for `/clean`."""
         return self._mention_matcher.search(text)
+
+    def could_be_mentioned_in(self, text: str) -> bool:
+        """False only when `mentioned_in` is False for `text` and for every
+        text made of it with whitespace (line breaks, spaces) put anywhere in
+        it, such as an HTML page's text once its block elements break lines."""
+        return self._mention_matcher.could_match(text)
 
     def mentioned_in_any(self, texts: Iterable[str]) -> bool:
         """`mentioned_in` over several texts, stopping at the first that mentions

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.mail.identity import Identity
-from app.mail.triage import is_zoom, triage_and_verdict
+from app.mail.triage import scores_of
 from app.quick_init import quick_init
 
 # Bump whenever a rule in triage.py or clean.py changes what a row scores:
@@ -77,12 +77,12 @@ UNSCORED: dict[str, Any] = {
 def score_row(row: Any, identity: Identity) -> Scores:
     """Both verdicts for one row (anything with the TriageInput/CleanInput
     attributes plus `mentions_you` and `mention_identity`). Pure."""
-    t, v = triage_and_verdict(row, identity)
+    t, v, zoom = scores_of(row, identity)
     return Scores(
         triage_category=t.category,
         triage_confidence=t.confidence,
         triage_reasons=list(t.reasons),
-        triage_zoom=is_zoom(row),
+        triage_zoom=zoom,
         clean_candidate=v.candidate,
         clean_confidence=v.confidence,
         clean_category=v.category,

@@ -36,6 +36,7 @@ MEETING = re.compile(
     re.IGNORECASE,
 )
 ZOOM = re.compile(r"zoom\.us/|\bzoom\b", re.IGNORECASE)
+EXCERPT_READ = 1500  # what triage reads of the excerpt
 # The same searches at C speed (app/mail/keywords.py): the regexes above stay the rules.
 _QUESTION, _DEADLINE, _MEETING, _ZOOM = map(Keywords, (QUESTION, DEADLINE, MEETING, ZOOM))
 
@@ -70,8 +71,27 @@ def _noisy_or(weights: Iterable[float]) -> float:
     return 1.0 - remaining
 
 
+def _score(evidence: list[tuple[float, str]]) -> float:
+    """`_noisy_or` of the evidence's weights (0.0 for none), without a
+    generator per category."""
+    remaining = 1.0
+    for weight, _reason in evidence:
+        remaining *= 1.0 - weight
+    return 1.0 - remaining
+
+
 def is_zoom(row: TriageInput) -> bool:
     return _ZOOM.search(row.subject or "") or _ZOOM.search(row.body_excerpt or "")
+
+
+def _is_zoom(row: TriageInput, text: str, folded: str) -> bool:
+    """`is_zoom(row)` reusing triage's text (subject, newline, the excerpt's
+    first 1,500 characters) and its fold when that holds the whole excerpt:
+    the newline is a word boundary as the end of a text is, and neither
+    alternative of ZOOM can match across it."""
+    if len(row.body_excerpt or "") <= EXCERPT_READ:
+        return _ZOOM.search(text, folded)
+    return is_zoom(row)
 
 
 def is_today(row: TriageInput, now: datetime, tz: tzinfo) -> bool:
@@ -98,7 +118,16 @@ def triage_and_verdict(
 ) -> tuple[Triage, CleanVerdict]:
     """The triage and the /clean verdict it weighs (`assess_for_clean(row,
     identity)`), worked out once for callers that store both."""
-    text = f"{row.subject or ''}\n{(row.body_excerpt or '')[:1500]}"
+    triaged, verdict, _zoom = scores_of(row, identity, vip=vip)
+    return triaged, verdict
+
+
+def scores_of(
+    row: TriageInput, identity: Identity, *, vip: frozenset[str] = frozenset()
+) -> tuple[Triage, CleanVerdict, bool]:
+    """`triage_and_verdict` and `is_zoom(row)`: the scores a row stores, with
+    its text folded once for every keyword search."""
+    text = f"{row.subject or ''}\n{(row.body_excerpt or '')[:EXCERPT_READ]}"
     to_me = identity.is_recipient(row.to_addrs, ())
     cc_me = identity.is_recipient((), row.cc_addrs)
     named = mentions_person(row, identity)
@@ -142,11 +171,11 @@ def triage_and_verdict(
     ):
         if signal in bulk:
             evidence["notification"].append((weight, reason))
-    verdict = assess_with_signals(row, identity, bulk)
+    verdict = assess_with_signals(row, identity, bulk, recipient=to_me or cc_me)
     if verdict.candidate:
         evidence["cleanup"].append((verdict.confidence * 0.85, "safe to clean"))
 
-    scores = {c: _noisy_or(w for w, _ in ev) if ev else 0.0 for c, ev in evidence.items()}
+    scores = {c: _score(ev) for c, ev in evidence.items()}
     dampen = 1.0
     if "\\Answered" in flags:
         dampen *= 0.45
@@ -164,9 +193,13 @@ def triage_and_verdict(
         reasons.append("already replied (lowered)")
     if scores[category] == 0:
         category, reasons = "fyi", ["nothing stands out"]
-    return Triage(
-        category=category,
-        confidence=round(scores[category], 3),
-        scores={c: round(s, 3) for c, s in scores.items()},
-        reasons=reasons,
-    ), verdict
+    return (
+        Triage(
+            category=category,
+            confidence=round(scores[category], 3),
+            scores={c: round(s, 3) for c, s in scores.items()},
+            reasons=reasons,
+        ),
+        verdict,
+        _is_zoom(row, text, folded),
+    )

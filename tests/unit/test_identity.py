@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.mail.identity import MATCHER_VERSION, Identity, fold
+from app.mail.identity import (
+    _INVISIBLE,
+    MATCHER_VERSION,
+    Identity,
+    _casefold,
+    _drop_accents,
+    _Matcher,
+    fold,
+)
 
 ME = Identity("alex.roy@example.com", "Alex Roy", ("aroy@example.com", "aroy@netskope.com"))
 JOSE = Identity("jn@x.example", "José Ñúñez")
@@ -144,3 +152,43 @@ def test_fold_is_idempotent_and_matching_never_raises(text: str) -> None:
     assert fold(fold(text)) == fold(text)
     ME.mentioned_in(text)
     JOSE.mentioned_in(text)
+
+
+def test_only_three_characters_fold_to_ascii_from_outside_it() -> None:
+    """`_Matcher.search` rules a non-ASCII text out on its ASCII characters,
+    lower-cased, before folding the rest: sound only if no other character
+    of an NFD text gains an ASCII letter by `_casefold`."""
+    gains = set()
+    for code in range(0x110000):
+        if 0xD800 <= code < 0xE000:
+            continue
+        for char in unicodedata.normalize("NFD", chr(code)):
+            if not char.isascii() and any(c.isascii() for c in _casefold(char)):
+                gains.add(char)
+    assert gains == {"\xdf", "\u017f", "\u1e9e"}
+
+
+def _old_search(matcher: _Matcher, text: str) -> bool:
+    """`_Matcher.search` before its non-ASCII sieve lower-cased only ASCII."""
+    if not text or matcher.pattern is None:
+        return False
+    if text.isascii():
+        return matcher._scan(text.lower())
+    decomposed = _casefold(unicodedata.normalize("NFD", text))
+    folded = _drop_accents(decomposed)
+    if not _INVISIBLE.search(folded):
+        return matcher._scan(folded)
+    return matcher._scan(_INVISIBLE.sub("", folded)) or matcher._scan(_INVISIBLE.sub(" ", folded))
+
+
+MENTION_PIECES = ["Alex", "ALEX", "Ale\u0301x", "ROY", "aroy@example.com", "AROY", "Jos\xe9"]
+MENTION_PIECES += ["jose\u0301", "\xdf", "\u017f", "\u1e9e", "\u212a", "\u0130", "\u00ad", "\u200b"]
+MENTION_PIECES += ["\u2014", " ", "x", "@", ".", "\u3042", "\u0308"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(MENTION_PIECES) | st.text(max_size=3), max_size=8).map("".join))
+def test_the_non_ascii_sieve_answers_as_the_full_fold(text: str) -> None:
+    for identity in (ME, JOSE, Identity("ssa@x.example", "Stra\xdfe Kai")):
+        matcher = identity._mention_matcher
+        assert matcher.search(text) is _old_search(matcher, text)

@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.mail.message_ref import normalise_message_id
-from app.mail.mime import _date, _fast_date, _field_text
+from app.mail.mime import _date, _fast_date, _field_text, _Headers
 
 DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "mon", "Foo", ""]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -126,3 +126,30 @@ MSGID_PIECES = ["<a@b>", " ", "\r\n ", "\n\t", "\n", "x", "Message-ID:", "<", ">
 @given(st.lists(st.sampled_from(MSGID_PIECES), max_size=8).map("".join))
 def test_message_ids_are_normalised_as_before(value: str) -> None:
     assert normalise_message_id(value) == _old_normalise_message_id(value)
+
+
+_OLD_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\n[ \t].*)*)", re.MULTILINE)
+
+
+def _old_headers(head: bytes) -> dict[str, list[str]]:
+    """The header fields as found in the bytes, each value through `_field_text`."""
+    fields: dict[str, list[str]] = {}
+    for name, value in _OLD_FIELD.findall(head):
+        fields.setdefault(name.lower().decode("ascii"), []).append(_field_text(value))
+    return fields
+
+
+HEAD_PIECES = [b"From: a@x", b"To:", b"to :", b"Subject: caf\xc3\xa9", b"Subject: caf\xe9"]
+HEAD_PIECES += [b"\r\n", b"\n", b"\r\n\t", b"\n ", b" ", b"\t", b"\x0b", b"\x0c", b"\x1c", b":"]
+HEAD_PIECES += [b"X-A: 1", b"x-a: 2", b"\x85", b"\xa0", b"=?utf-8?q?x?="]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(HEAD_PIECES) | st.binary(max_size=3), max_size=12).map(b"".join))
+def test_header_fields_are_found_and_unfolded_as_in_the_bytes(head: bytes) -> None:
+    headers = _Headers(head)
+    expected = _old_headers(head)
+    assert set(headers.fields) == set(expected)
+    for name, values in expected.items():
+        assert headers.raw(name) == values[0]
+        assert headers.joined(name) == ", ".join(values)

@@ -232,3 +232,32 @@ def test_scores_are_what_the_former_code_gave(row: Row) -> None:
     verdict = clean.assess_for_clean(row, ME)
     assert (verdict.candidate, verdict.reason, verdict.signals) == (candidate, reason, signals)
     assert triage.triage(row, ME).category == category
+
+
+def _row(**changes: Any) -> Row:
+    fields: dict[str, Any] = dict.fromkeys(
+        ("from_addr", "list_unsubscribe", "list_id", "precedence", "auto_submitted")
+    )
+    fields.update(to_addrs=[], cc_addrs=[], subject="", body_excerpt="", flags=[])
+    fields.update(mentions_you=False, mention_identity=ME.fingerprint)
+    return Row(**{**fields, **changes})
+
+
+def test_the_sender_signals_of_a_long_address_are_worked_out_not_kept() -> None:
+    row = _row(from_addr="noreply@" + "x" * 400 + ".github.com")
+    assert clean.bulk_signals(row) == old_bulk_signals(row)
+    assert clean.bulk_signals(row) == ["noreply_sender", "notification_domain"]
+
+
+def test_zoom_is_read_in_the_whole_excerpt_not_in_what_triage_reads() -> None:
+    cut = _row(body_excerpt="a" * 1495 + " zoomed")  # triage reads "... zoom"
+    assert score_row(cut, ME).triage_zoom is old_is_zoom(cut) is False
+    late = _row(body_excerpt="a" * 1600 + " zoom")
+    assert score_row(late, ME).triage_zoom is old_is_zoom(late) is True
+
+
+def test_a_long_subject_is_read_for_newsletter_words_not_kept() -> None:
+    for subject in ("x " * 600 + "Weekly", "x " * 600, "Weekly", "x" * 256 + " Weekly"):
+        row = _row(subject=subject, list_id="<l.example>")
+        assert clean.bulk_signals(row) == old_bulk_signals(row)
+        assert clean.bulk_signals(row) == old_bulk_signals(row)  # the second time kept
