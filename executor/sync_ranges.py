@@ -100,6 +100,7 @@ async def advance(
     Call it in the transaction that writes the rows. Returns the cursor."""
     params = {"folder": folder, "uidvalidity": uidvalidity, "lo": lo, "done_uid": done_uid}
     await conn.execute(query("sync_range_advance"), params)
-    row = await (await conn.execute(query("sync_ranges_cursor"), params)).fetchone()
+    cursor = await conn.execute(query("sync_ranges_cursor"), params)
     await conn.execute(query("sync_ranges_drop_done"), params)
+    row = await cursor.fetchone()  # read last: one round trip in pipeline mode
     return int(row["last_seen_uid"]) if row else 0
