@@ -105,6 +105,7 @@ async def test_late_fenced_writes_upsert_side_by_side_and_hold_the_job_only_from
     async with store.late_fenced_transaction(lease) as first:
         await mirror.upsert_rows(first.conn, batch(1, 2))
         await first.sent()
+
         # Rows upserted, fence not taken: another write of the job (a second
         # connection's rows, then its event) is not held up by this one.
         async def second_write() -> None:
