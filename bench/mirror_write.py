@@ -199,7 +199,7 @@ class Bench:
                 if variant.prepare is not None:
                     variant.prepare(conn)
             # Every connection open from the start, so their backends' CPU is the writes'.
-            size = variant.connections + 1
+            size = variant.connections + (variant.connections > 1)
             pool = await open_pool(url, min_size=size, max_size=size, quick_check=True)
             try:
                 store = JobStore(pool)

@@ -101,9 +101,9 @@ def encode_rows(folder: str, uidvalidity: int, messages: Sequence[FetchedMessage
 
 async def upsert_rows(conn: AsyncConnection[Any], encoded: EncodedRows) -> None:
     """Write a batch's rows in one statement, so the mirror-change triggers log
-    it once. Idempotent: a row written again (a batch fetched again after a
-    crash between its rows and its cursor) gets the same columns, "mentions
-    you", scores and Gmail labels included, all decided from the message."""
+    it once. Idempotent: a row written again (a batch fetched again by a
+    retry going on from its cursor) gets the same columns, "mentions you",
+    scores and Gmail labels included, all decided from the message."""
     if encoded.uids:
         await conn.execute(query("upsert_emails"), {"rows": Json(encoded.rows_json, dumps=_as_is)})
 

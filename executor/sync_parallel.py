@@ -451,10 +451,15 @@ class ParallelFirstSync:
                 await self.write_lock.acquire()
                 locked = True
                 self._check_writable()  # a stop seen meanwhile: the rows roll back
+                # Fence, range, cursor and event go out together: under the lock
+                # only two round trips (this one, COMMIT), each of which can wait
+                # a GIL switch interval while the fetching threads parse.
                 await tx.fence()
-                cursor = await sync_ranges.advance(
+                moved = await sync_ranges.advance_queued(
                     tx.conn, self.folder, self.state.uidvalidity, rng.lo, batch.done_uid
                 )
+                after = dataclasses.replace(rng, done_uid=max(rng.done_uid, batch.done_uid))
+                cursor = sync_ranges.cursor_of([after if r is rng else r for r in self.ranges])
                 if batch.uids:
                     await self.run.record_batch(
                         tx.conn,
@@ -464,6 +469,10 @@ class ParallelFirstSync:
                         problems + parsed.problems,
                         result,
                         data={"range": [rng.lo, rng.hi], "cursor": cursor},
+                    )
+                if await moved() != cursor:  # the database's ranges are not ours: start again
+                    raise RuntimeError(
+                        f"{self.folder}: the recorded UID ranges changed under the sync"
                     )
             rng.done_uid = max(rng.done_uid, batch.done_uid)
         finally:
