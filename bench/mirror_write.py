@@ -13,13 +13,15 @@ per batch: wall ms (median and p90 over every batch of every round), µs per
 row, and the Postgres backend's CPU per row (from /proc, the bench and
 Postgres share the machine).
 
-Default run: the ways of writing a batch, alternated round by round on the
-shared machine:
+Default run: the ways of writing a batch. The one-connection ones write side
+by side, batch by batch in turn (each into its own database), so the shared
+machine's load falls on all of them alike:
 
 * `before`     — the write as it was: one statement per round trip, the rows
                  through `jsonb_populate_recordset` (kept here as the reference).
 * `statements (before)` — the `before` transaction timed round trip by
                  round trip.
+* `pipeline only (jsonb)`, `json only (no pipeline)` — each change alone.
 * `product`    — the serial pass's write as the sync runs it now: one
                  pipelined fenced transaction, the rows through
                  `json_populate_recordset`.
@@ -31,8 +33,8 @@ shared machine:
 
 `--costs`: the product's write with one thing taken away at a time, each in a
 scratch database (an index dropped, the change-log triggers disabled,
-`synchronous_commit=off` for COMMIT's fsync), so each one's share shows as
-the difference to `all` in the same run.
+`synchronous_commit=off` for COMMIT's fsync), side by side as above, so each
+one's share shows as the difference to `all` in the same run.
 """
 
 from __future__ import annotations
@@ -419,7 +421,13 @@ class SplitWriter:
             await self.lock.acquire()
             try:
                 await tx.fence()
-                await self._rest(store, lease, tx.conn, n, rows)
+                moved = await sync_ranges.advance_queued(
+                    tx.conn, FOLDER, VALIDITY, 1, rows.max_uid or 0
+                )
+                await store.progress(
+                    lease, f"{FOLDER}: batch", processed=n * 200, data=_event(n, rows), conn=tx.conn
+                )
+                await moved()
             except BaseException:
                 self.lock.release()
                 raise
