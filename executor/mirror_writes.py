@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from app.db.queries import query
 from app.mail.mime import ParsedMessage
@@ -99,15 +99,24 @@ def encode_rows(folder: str, uidvalidity: int, messages: Sequence[FetchedMessage
     return EncodedRows(_dumps(list(by_uid.values())), tuple(m.uid for m in messages))
 
 
+async def upsert_rows(conn: AsyncConnection[Any], encoded: EncodedRows) -> None:
+    """Write a batch's rows in one statement, so the mirror-change triggers log
+    it once. Idempotent: a row written again (a batch fetched again by a
+    retry going on from its cursor) gets the same columns, "mentions you",
+    scores and Gmail labels included, all decided from the message."""
+    if encoded.uids:
+        await conn.execute(query("upsert_emails"), {"rows": Json(encoded.rows_json, dumps=_as_is)})
+
+
 async def upsert_encoded(
     conn: AsyncConnection[Any], folder: str, uidvalidity: int, encoded: EncodedRows
 ) -> None:
-    """Write a batch in one statement, so the mirror-change triggers log it once,
-    and move the folder's cursor to its highest UID in the same transaction."""
+    """`upsert_rows`, and move the folder's cursor to the batch's highest UID
+    in the same transaction."""
     top = encoded.max_uid
     if top is None:
         return
-    await conn.execute(query("upsert_emails"), {"rows": Jsonb(encoded.rows_json, dumps=_as_is)})
+    await upsert_rows(conn, encoded)
     await conn.execute(
         query("advance_cursor"),
         {"folder": folder, "uidvalidity": uidvalidity, "last_seen_uid": top},

@@ -14,9 +14,11 @@ What holds, and how:
   the ranges alone. A borrowed connection is given back between batches as
   soon as anyone waits for a slot (`ConnectionBudget.contended`), its range
   going back to the queue for the others.
-* One job, one counter: every batch is written under one lock, in one fenced
-  transaction with its rows, its range's progress, the folder's cursor and the
-  job's progress event, so `processed` only grows and events stay in order.
+* One job, one counter: every batch is written in one fenced transaction
+  with its rows, its range's progress, the folder's cursor and the job's
+  progress event, so `processed` only grows and events stay in order. The
+  rows' upsert (most of the write) runs beside the other connections'; the
+  rest, and COMMIT, under one lock (`_write`).
 * The folder's fence (executor/folder_lock.py) is the job's, shared by its
   connections: all of them read and write under it. It is yielded only when
   no connection has a batch between "fetched" and "written" (`YieldGate`), so
@@ -431,21 +433,36 @@ class ParallelFirstSync:
         problems: list[dict[str, Any]],
         result: dict[str, int],
     ) -> None:
-        """Rows, range progress, cursor and progress event: one fenced transaction."""
+        """Rows, range progress, cursor and progress event: one fenced transaction.
+
+        The rows go first, beside the other connections' writes (the upsert
+        is most of a write's time); the rest waits for `write_lock`, takes the
+        job's row (`late_fenced_transaction`) and commits with them, so the
+        counter, the events and the cursor still move one batch at a time, in
+        order, and never without their rows. A stop seen by then rolls the
+        rows back: nothing is committed after it."""
         ctx, rng = self.ctx, batch.rng
-        async with self.write_lock:
-            if self.error is not None:
-                raise _Stopped()
-            ctx.checkpoint()  # a cancel seen by any connection: nothing more is written
-            validity = self.state.uidvalidity
-            async with ctx.store.fenced_transaction(ctx.lease) as conn:
-                await mirror.upsert_encoded(conn, self.folder, validity, parsed.rows)
-                cursor = await sync_ranges.advance(
-                    conn, self.folder, validity, rng.lo, batch.done_uid
+        self._check_writable()
+        locked = False  # from the fence to after COMMIT: the next batch's cursor sees this one's
+        try:
+            async with ctx.store.late_fenced_transaction(ctx.lease) as tx:
+                await mirror.upsert_rows(tx.conn, parsed.rows)
+                await tx.sent()
+                await self.write_lock.acquire()
+                locked = True
+                self._check_writable()  # a stop seen meanwhile: the rows roll back
+                # Fence, range, cursor and event go out together: under the lock
+                # only two round trips (this one, COMMIT), each of which can wait
+                # a GIL switch interval while the fetching threads parse.
+                await tx.fence()
+                moved = await sync_ranges.advance_queued(
+                    tx.conn, self.folder, self.state.uidvalidity, rng.lo, batch.done_uid
                 )
+                after = dataclasses.replace(rng, done_uid=max(rng.done_uid, batch.done_uid))
+                cursor = sync_ranges.cursor_of([after if r is rng else r for r in self.ranges])
                 if batch.uids:
                     await self.run.record_batch(
-                        conn,
+                        tx.conn,
                         self.folder,
                         batch.uids,
                         parsed.rows.uids,
@@ -453,4 +470,18 @@ class ParallelFirstSync:
                         result,
                         data={"range": [rng.lo, rng.hi], "cursor": cursor},
                     )
+                if await moved() != cursor:  # the database's ranges are not ours: start again
+                    raise RuntimeError(
+                        f"{self.folder}: the recorded UID ranges changed under the sync"
+                    )
             rng.done_uid = max(rng.done_uid, batch.done_uid)
+        finally:
+            if locked:
+                self.write_lock.release()
+
+    def _check_writable(self) -> None:
+        """Another connection failed, or a cancel, lease loss or shutdown was
+        seen by any of them: nothing more is written."""
+        if self.error is not None:
+            raise _Stopped()
+        self.ctx.checkpoint()

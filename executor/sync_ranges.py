@@ -14,7 +14,7 @@ back and fetches only what each has left: nothing is split or derived again.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,8 +98,22 @@ async def advance(
     """Mark the range starting at `lo` mirrored up to `done_uid`, set the
     folder's cursor from all ranges, and forget them once all are done.
     Call it in the transaction that writes the rows. Returns the cursor."""
+    return await (await advance_queued(conn, folder, uidvalidity, lo, done_uid))()
+
+
+async def advance_queued(
+    conn: AsyncConnection[Any], folder: str, uidvalidity: int, lo: int, done_uid: int
+) -> Callable[[], Awaitable[int]]:
+    """`advance`, its cursor read only when the returned function is awaited:
+    in pipeline mode the statements then share a round trip with those that
+    follow them."""
     params = {"folder": folder, "uidvalidity": uidvalidity, "lo": lo, "done_uid": done_uid}
     await conn.execute(query("sync_range_advance"), params)
-    row = await (await conn.execute(query("sync_ranges_cursor"), params)).fetchone()
+    cursor = await conn.execute(query("sync_ranges_cursor"), params)
     await conn.execute(query("sync_ranges_drop_done"), params)
-    return int(row["last_seen_uid"]) if row else 0
+
+    async def moved() -> int:
+        row = await cursor.fetchone()
+        return int(row["last_seen_uid"]) if row else 0
+
+    return moved

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -257,6 +257,36 @@ def _check_batch(writes: Sequence[JobWrite]) -> None:
             raise ValueError(f"job {job_id}: a write after its completion")
         if w.kind is WriteKind.COMPLETE:
             completed.add(job_id)
+
+
+@dataclass
+class LateFence:
+    """The open transaction of `JobStore.late_fenced_transaction`."""
+
+    conn: AsyncConnection[Any]
+    pipeline: AsyncPipeline
+    lease: Lease
+    lock: AsyncCursor[Any] | None = None
+
+    async def sent(self) -> None:
+        """Wait until the statements queued so far have run (and raise if one
+        failed), so that a lock taken next is not held while they run."""
+        await self.pipeline.sync()
+
+    async def fence(self) -> None:
+        """Take the job's row, from here to COMMIT; the lease is checked before it."""
+        self.lock = await self.conn.execute(
+            query("lock_fenced"),
+            {"job_id": self.lease.job_id, "attempt": self.lease.attempt, "owner": self.lease.owner},
+        )
+
+
+def _held(lease: Lease, row: dict[str, Any] | None) -> None:
+    """The fenced transaction's lock found the job still ours, or LeaseLost."""
+    if row is None:
+        raise LeaseLost(
+            f"job {lease.job_id} attempt {lease.attempt} is no longer held by {lease.owner}"
+        )
 
 
 class JobStore:
@@ -583,19 +613,49 @@ class JobStore:
         return ProgressResult(seq=row["seq"], cancel_requested=row["cancel_requested"])
 
     @asynccontextmanager
-    async def fenced_transaction(self, lease: Lease) -> AsyncIterator[AsyncConnection[Any]]:
+    async def fenced_transaction(
+        self, lease: Lease, *, pipeline: bool = False
+    ) -> AsyncIterator[AsyncConnection[Any]]:
         """A transaction that holds the job row, so mirror writes and the progress
-        event commit together, and only while the lease is still ours."""
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                query("lock_fenced"),
-                {"job_id": lease.job_id, "attempt": lease.attempt, "owner": lease.owner},
-            )
-            if await cur.fetchone() is None:
-                raise LeaseLost(
-                    f"job {lease.job_id} attempt {lease.attempt} is no longer held by {lease.owner}"
-                )
-            yield conn
+        event commit together, and only while the lease is still ours.
+
+        `pipeline`: the statements go out in psycopg's pipeline mode, queued
+        behind the lock until something reads a result, so a sync batch's
+        write (lock, rows, cursor, event) costs two round trips instead of
+        six. The lease is still checked before COMMIT, and what ran without
+        it is rolled back; so the block must not act outside the database on
+        a result it read."""
+        params = {"job_id": lease.job_id, "attempt": lease.attempt, "owner": lease.owner}
+        async with self.pool.connection() as conn:
+            if not pipeline:
+                async with conn.transaction():
+                    cur = await conn.execute(query("lock_fenced"), params)
+                    _held(lease, await cur.fetchone())
+                    yield conn
+                return
+            async with conn.pipeline(), conn.transaction():
+                cur = await conn.execute(query("lock_fenced"), params)
+                yield conn
+                _held(lease, await cur.fetchone())
+
+    @asynccontextmanager
+    async def late_fenced_transaction(self, lease: Lease) -> AsyncIterator[LateFence]:
+        """A fenced transaction whose job row is taken late: when the block
+        calls `fence()`, which it must do before the block ends.
+
+        Why: what comes before `fence()` (a split sync's row upsert, most of a
+        batch's write) runs beside other transactions of the same job, and
+        only what comes after it (the range, the cursor, the event) waits for
+        them. The guarantee is the same as `fenced_transaction`'s: nothing
+        commits unless the lease, checked under the row lock that keeps
+        every lease-ending write out until COMMIT, is still ours; rows
+        written before the check are rolled back with the rest. Pipelined."""
+        async with self.pool.connection() as conn, conn.pipeline() as pipe, conn.transaction():
+            late = LateFence(conn, pipe, lease)
+            yield late
+            if late.lock is None:
+                raise RuntimeError("a late-fenced transaction ended without its fence")
+            _held(lease, await late.lock.fetchone())
 
     async def finish(
         self,

@@ -539,7 +539,7 @@ class SyncRun:
 
         async def write(uids: list[int], parsed: ParsedBatch, problems: list[Any]) -> None:
             ctx.checkpoint()  # after a cancel is seen nothing more is written
-            async with ctx.store.fenced_transaction(ctx.lease) as conn:
+            async with ctx.store.fenced_transaction(ctx.lease, pipeline=True) as conn:
                 await mirror.upsert_encoded(conn, folder, state.uidvalidity, parsed.rows)
                 await self.record_batch(
                     conn, folder, uids, parsed.rows.uids, problems + parsed.problems, result

@@ -356,13 +356,16 @@ WITH gone AS (DELETE FROM emails WHERE folder = %(folder)s)
 DELETE FROM mail_folders WHERE folder = %(folder)s;
 
 -- name: upsert_emails
--- One statement per sync batch (`rows`: a jsonb array of objects keyed by
+-- One statement per sync batch (`rows`: a JSON array of objects keyed by
 -- column name, executor/mirror_writes.py), so the statement-level triggers
--- log and NOTIFY once per batch, not once per message; jsonb rather than
+-- log and NOTIFY once per batch, not once per message; JSON rather than
 -- unnest() because text[] columns (flags, labels, addresses) cannot be
--- unnested from a 2-D array. jsonb_populate_recordset casts each key to the
--- column's own type. A batch names each uid once: ON CONFLICT cannot touch a
--- row twice in one statement. ORDER BY keeps ids in batch order.
+-- unnested from a 2-D array. json_populate_recordset casts each key to the
+-- column's own type; `json`, not `jsonb`: the rows are read once, and
+-- building jsonb first cost Postgres ~8 us of CPU per row more (a third of
+-- the statement's; bench/mirror_write.py). A batch names each uid once: ON
+-- CONFLICT cannot touch a row twice in one statement. ORDER BY keeps ids in
+-- batch order.
 INSERT INTO emails (
     folder, uidvalidity, uid, message_id, in_reply_to, from_addr, from_name,
     to_addrs, cc_addrs, to_display, cc_display, reply_to, subject, date, internal_date,
@@ -380,7 +383,7 @@ SELECT
     r.triage_category, r.triage_confidence, r.triage_reasons, r.triage_zoom, r.clean_candidate,
     r.clean_confidence, r.clean_category, r.clean_signals, r.clean_excluded, r.clean_direct,
     r.scores_version, r.gm_msgid, r.gm_thrid, now()
-FROM jsonb_populate_recordset(NULL::emails, %(rows)s) WITH ORDINALITY AS r
+FROM json_populate_recordset(NULL::emails, %(rows)s) WITH ORDINALITY AS r
 ORDER BY r.ordinality
 ON CONFLICT (folder, uidvalidity, uid) DO UPDATE SET
     message_id = EXCLUDED.message_id, in_reply_to = EXCLUDED.in_reply_to,
