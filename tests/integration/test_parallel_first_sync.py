@@ -219,7 +219,9 @@ async def test_changes_approved_during_a_split_first_sync_go_through_its_fence_y
     runs, and no connection writes a flag it read before a yield."""
     monkeypatch.setattr(fence_module, "YIELD_AFTER_SECONDS", 0.05)
     monkeypatch.setattr(fence_module, "LOOK_EVERY_SECONDS", 0.01)
-    await asyncio.to_thread(seed_inbox, imap_account, 600)
+    # A third of the folder is left after the last change: the sync is still
+    # running when that change has had its turn (batches of 5 go fast).
+    await asyncio.to_thread(seed_inbox, imap_account, 900)
     client = imap_connect(imap_account)
     try:
         validity = int(client.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"])
@@ -242,9 +244,12 @@ async def test_changes_approved_during_a_split_first_sync_go_through_its_fence_y
             changes.append(await approved(store, JobType.MARK_READ, rows))
             done = await wait_for_job(store, changes[-1].job_id, timeout=30)
             assert done.status is JobStatus.COMPLETED, done.error
-        assert (await store.get(sync.job_id)).status is JobStatus.RUNNING  # type: ignore[union-attr]
         final = await wait_for_job(store, sync.job_id, timeout=120)
     assert final.status is JobStatus.COMPLETED, final.error
+    for change in changes:
+        done = await store.get(change.job_id)
+        assert done is not None and done.finished_at is not None and final.finished_at is not None
+        assert done.finished_at < final.finished_at, "a change waited for the whole sync"
     await assert_mirror_is_the_server(pool, imap_account)
 
 
