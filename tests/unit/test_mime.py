@@ -18,7 +18,7 @@ from html import escape
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from app.mail.identity import Identity
@@ -543,9 +543,15 @@ def standard_message(draw: st.DrawFn) -> tuple[bytes, dict[str, object]]:
     # writer can turn the space between two words into the fold between two
     # encoded words, which RFC 2047 (and its reader) then drops.
     reread = email.message_from_bytes(raw, policy=email.policy.default)
+    # Its writer can also fold an address itself into an encoded word
+    # (`<a00.0@a` then `=?utf-8?q?aaaaaaa=2Ecom=3E=2C?=`): a header no reader
+    # can put back (RFC 2047 §5 allows none inside an addr-spec; its own reads
+    # `a00.0@a`), so not a message it writes correctly. Such draws are dropped.
+    intended = tuple(dict.fromkeys(addr for _, addr in recipients))
+    assume(tuple(dict.fromkeys(a.addr_spec for a in reread["to"].addresses)) == intended)
     expected = {
         "subject": " ".join(str(reread["subject"]).split()),
-        "to": tuple(dict.fromkeys(addr for _, addr in recipients)),
+        "to": intended,
         "excerpt": text[:2000].rstrip(),
         "attachments": attached,
     }
