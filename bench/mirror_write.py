@@ -303,11 +303,11 @@ def _progress_params(lease: Lease, n: int, rows: EncodedRows) -> dict[str, Any]:
     }
 
 
-async def write_before(
-    store: JobStore, lease: Lease, n: int, rows: EncodedRows, figures: Figures
+async def _write_jsonb(
+    store: JobStore, lease: Lease, n: int, rows: EncodedRows, *, pipeline: bool
 ) -> None:
-    """The serial pass's write as it was: six round trips, jsonb rows."""
-    async with store.fenced_transaction(lease) as conn:
+    """The serial pass's statements as they were (jsonb rows, cursor, event)."""
+    async with store.fenced_transaction(lease, pipeline=pipeline) as conn:
         await conn.execute(BEFORE_UPSERT, {"rows": Jsonb(rows.rows_json, dumps=lambda v: v)})
         await conn.execute(
             query("advance_cursor"),
@@ -316,6 +316,13 @@ async def write_before(
         await store.progress(
             lease, f"{FOLDER}: batch", processed=n * 200, data=_event(n, rows), conn=conn
         )
+
+
+async def write_before(
+    store: JobStore, lease: Lease, n: int, rows: EncodedRows, figures: Figures
+) -> None:
+    """The serial pass's write as it was: six round trips, jsonb rows."""
+    await _write_jsonb(store, lease, n, rows, pipeline=False)
 
 
 async def write_statements(
@@ -367,15 +374,7 @@ async def write_pipelined_jsonb(
     store: JobStore, lease: Lease, n: int, rows: EncodedRows, figures: Figures
 ) -> None:
     """`before` in pipeline mode: what the pipeline alone saves."""
-    async with store.fenced_transaction(lease, pipeline=True) as conn:
-        await conn.execute(BEFORE_UPSERT, {"rows": Jsonb(rows.rows_json, dumps=lambda v: v)})
-        await conn.execute(
-            query("advance_cursor"),
-            {"folder": FOLDER, "uidvalidity": VALIDITY, "last_seen_uid": rows.max_uid},
-        )
-        await store.progress(
-            lease, f"{FOLDER}: batch", processed=n * 200, data=_event(n, rows), conn=conn
-        )
+    await _write_jsonb(store, lease, n, rows, pipeline=True)
 
 
 async def write_json_unpipelined(
