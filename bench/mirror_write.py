@@ -359,15 +359,22 @@ async def write_statements(
         figures.steps.setdefault(name, []).append((t1 - t0) * 1000)
 
 
-async def write_product(
-    store: JobStore, lease: Lease, n: int, rows: EncodedRows, figures: Figures
+async def _write_json(
+    store: JobStore, lease: Lease, n: int, rows: EncodedRows, *, pipeline: bool
 ) -> None:
-    """The serial pass's write as the sync runs it now (executor/handlers/sync.py)."""
-    async with store.fenced_transaction(lease, pipeline=True) as conn:
+    """The product's statements (json rows, event), pipelined or not."""
+    async with store.fenced_transaction(lease, pipeline=pipeline) as conn:
         await mirror.upsert_encoded(conn, FOLDER, VALIDITY, rows)
         await store.progress(
             lease, f"{FOLDER}: batch", processed=n * 200, data=_event(n, rows), conn=conn
         )
+
+
+async def write_product(
+    store: JobStore, lease: Lease, n: int, rows: EncodedRows, figures: Figures
+) -> None:
+    """The serial pass's write as the sync runs it now (executor/handlers/sync.py)."""
+    await _write_json(store, lease, n, rows, pipeline=True)
 
 
 async def write_pipelined_jsonb(
@@ -381,11 +388,7 @@ async def write_json_unpipelined(
     store: JobStore, lease: Lease, n: int, rows: EncodedRows, figures: Figures
 ) -> None:
     """The product's statements one round trip each: what `json` alone saves."""
-    async with store.fenced_transaction(lease) as conn:
-        await mirror.upsert_encoded(conn, FOLDER, VALIDITY, rows)
-        await store.progress(
-            lease, f"{FOLDER}: batch", processed=n * 200, data=_event(n, rows), conn=conn
-        )
+    await _write_json(store, lease, n, rows, pipeline=False)
 
 
 class SplitWriter:
