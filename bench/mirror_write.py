@@ -437,7 +437,7 @@ class SplitWriter:
 
     @staticmethod
     async def _rest(store: JobStore, lease: Lease, conn: Any, n: int, rows: EncodedRows) -> None:
-        await sync_ranges.advance(conn, FOLDER, VALIDITY, 1, rows.max_uid or 0)
+        await (await sync_ranges.advance_queued(conn, FOLDER, VALIDITY, 1, rows.max_uid or 0))()
         await store.progress(
             lease, f"{FOLDER}: batch", processed=n * 200, data=_event(n, rows), conn=conn
         )

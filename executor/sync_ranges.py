@@ -92,21 +92,14 @@ async def record(
         )
 
 
-async def advance(
-    conn: AsyncConnection[Any], folder: str, uidvalidity: int, lo: int, done_uid: int
-) -> int:
-    """Mark the range starting at `lo` mirrored up to `done_uid`, set the
-    folder's cursor from all ranges, and forget them once all are done.
-    Call it in the transaction that writes the rows. Returns the cursor."""
-    return await (await advance_queued(conn, folder, uidvalidity, lo, done_uid))()
-
-
 async def advance_queued(
     conn: AsyncConnection[Any], folder: str, uidvalidity: int, lo: int, done_uid: int
 ) -> Callable[[], Awaitable[int]]:
-    """`advance`, its cursor read only when the returned function is awaited:
-    in pipeline mode the statements then share a round trip with those that
-    follow them."""
+    """Mark the range starting at `lo` mirrored up to `done_uid`, set the
+    folder's cursor from all ranges, and forget them once all are done. Call
+    it in the transaction that writes the rows. The cursor is read only when
+    the returned function is awaited: in pipeline mode these statements then
+    share a round trip with those that follow them."""
     params = {"folder": folder, "uidvalidity": uidvalidity, "lo": lo, "done_uid": done_uid}
     await conn.execute(query("sync_range_advance"), params)
     cursor = await conn.execute(query("sync_ranges_cursor"), params)

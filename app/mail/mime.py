@@ -24,7 +24,7 @@ from __future__ import annotations
 import binascii
 import html
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -384,9 +384,9 @@ _CACHE_ENTRIES = 1024
 _CACHED_VALUE_CHARS = 1000
 
 
-def _content_type(value: str | None, default: str) -> tuple[str, dict[str, str]]:
+def _content_type(value: str | None, default: str) -> tuple[str, Mapping[str, str]]:
     """Media type (lower-cased) and parameters. The parameters may be a cached
-    dict shared with other calls: read them, never change them."""
+    dict shared with other calls, hence read-only (`Mapping`)."""
     if not value:
         return default, {}
     if len(value) <= _CACHED_VALUE_CHARS:
