@@ -81,7 +81,16 @@ async def first_sync(store: JobStore, executor: Executor) -> None:
     job = await store.enqueue("sync")
     assert (await wait_for_job(store, job.job_id)).status is JobStatus.COMPLETED
     await eventually(lambda: watching(executor), 10, "the watcher is watching")
+    # "Watching" is set before the connect's catch-up request is made: wait for
+    # that request too, or a catch-up asked for just after this returns would
+    # race the test's next step.
+    await eventually(lambda: nothing_asked(executor), 10, "the catch-up was asked for")
     await eventually(lambda: settled(store), 10, "the catch-up sync ended")
+
+
+async def nothing_asked(executor: Executor) -> bool:
+    watcher = executor.watcher
+    return watcher is not None and watcher.debouncer.due_in() is None
 
 
 async def watching(executor: Executor) -> bool:
