@@ -68,7 +68,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterable, Iterator  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from app.config import ImapAccount  # noqa: E402
@@ -202,13 +202,15 @@ def spread(
     regular: Iterator[SeedMessage], regular_count: int, big: Iterator[SeedMessage], big_count: int
 ) -> Iterator[SeedMessage]:
     """The long messages spread evenly among the others, as in a real mailbox
-    (not all at its end): each batch then asks the server about a few, and no
-    one connection of a split first sync gets all the SEARCH BODY work."""
+    (not all in one stretch): each batch then asks the server about a few, and
+    no one connection of a split first sync gets all the SEARCH BODY work. Each
+    takes the date of the message before it (Dovecot numbers a Maildir's files
+    in date order), so the spread holds in UID order, not only in the stream."""
     stride = max(1, regular_count // big_count) if big_count else 0
     for i, message in enumerate(regular, 1):
         yield message
         if stride and i % stride == 0 and (long := next(big, None)) is not None:
-            yield long
+            yield replace(long, internal_date=message.internal_date, folder=message.folder)
     yield from big
 
 

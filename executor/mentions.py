@@ -1,10 +1,13 @@
 """Whether a message mentions the person, for the part of it never downloaded.
 
-Sync fetches a prefix of each message (`BODY.PEEK[]<0.N>`), so a mention past
-the cut is invisible to the parser. For those messages only, the fetching
-thread asks the server, once per batch:
+Sync fetches the header and a prefix of each body (`BODY.PEEK[TEXT]<0.N>`), so
+a mention past the cut is invisible to the parser. For those messages only, the
+fetching thread asks the server:
 
     UID SEARCH [CHARSET UTF-8] UID <truncated uids> OR BODY "alex" OR BODY "roy" ...
+
+once per batch, or, in a sync, once for the next stretch of UIDs the
+connection will fetch (`SearchAhead`: one round trip where there were up to ten).
 
 BODY, not TEXT: TEXT also searches the header, and `Delivered-To:` holds the
 person's address in nearly every message. The server decodes MIME and
@@ -22,6 +25,7 @@ matching rules did: `MATCHER_VERSION`).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import logging
@@ -74,17 +78,22 @@ def body_criteria(terms: Sequence[str]) -> list[str]:
 
 
 def server_mentions(
-    client: imapclient.IMAPClient, uids: Sequence[int], terms: Sequence[str]
+    client: imapclient.IMAPClient,
+    uids: Sequence[int],
+    terms: Sequence[str],
+    *,
+    scope: Sequence[str] | None = None,
 ) -> tuple[set[int], bool]:
     """(UIDs whose body holds a term, whether a UID not among them is a sure "no").
 
     Blocking; the folder must be selected. Non-ASCII terms need CHARSET UTF-8;
     a server that refuses it is asked again with the ASCII terms only, and then
-    a miss proves nothing (some terms went unasked).
+    a miss proves nothing (some terms went unasked). `scope` asks about the
+    messages those search keys match instead of `uids` (a search ahead).
     """
-    if not uids or not terms:
+    if (not uids and scope is None) or not terms:
         return set(), True
-    wanted = set(uids)
+    keys = list(scope) if scope is not None else ["UID", uid_set(uids)]
     ascii_terms = [t for t in terms if t.isascii()]
     attempts: list[tuple[list[str], str | None]] = []
     if len(ascii_terms) < len(terms):
@@ -93,14 +102,83 @@ def server_mentions(
         attempts.append((ascii_terms, None))
     for asked, charset in attempts:
         try:
-            found = client.search(["UID", uid_set(uids), *body_criteria(asked)], charset=charset)
+            found = client.search([*keys, *body_criteria(asked)], charset=charset)
         except IMAPClientAbortError:
             raise  # the connection is gone: the job retries
         except IMAPClientError as exc:
             log.warning("server refused the mention search (%s): %s", charset or "ASCII", exc)
             continue
-        return {int(u) for u in found} & wanted, len(asked) == len(terms)
+        hits = {int(u) for u in found}
+        return hits if scope is not None else hits & set(uids), len(asked) == len(terms)
     return set(), False
+
+
+# One search ahead covers this many of a connection's next UIDs: about ten
+# batches, so a far-away server is asked once where it was asked up to ten
+# times, while one search stays short enough not to stall the fetching.
+AHEAD_UIDS = 2000
+
+
+@dataclass
+class SearchAhead:
+    """One connection's answers for the long messages it is about to fetch.
+
+    Asking the server after every batch that holds a cut message costs a round
+    trip per batch (40 ms and more to a far-away server), for nearly every
+    batch of a real mailbox. So the first batch that needs the server asks for
+    the connection's next `window` planned UIDs at once,
+
+        UID SEARCH UID lo:hi LARGER <prefix> OR BODY "alex" BODY "roy"
+
+    and the batches after it find their answers here. A message's text never
+    changes under its UID, so the answer holds until it is fetched.
+
+    Only what the search surely covered is answered: a UID inside lo:hi whose
+    size, as the server gave it in the FETCH, is over `larger` (LARGER compares
+    the same size). A hit is a hit; a miss counts only if the search was
+    conclusive. Anything else is asked per batch, as before, so a server that
+    sizes or searches oddly costs round trips, never a wrong "no".
+
+    `planned` is the UIDs the connection will fetch, ascending (a serial pass's
+    new UIDs, or one UID range of a split pass: `lo:hi` then names no UID that
+    another connection fetches). Used by one fetching thread at a time.
+    """
+
+    planned: Sequence[int]
+    larger: int
+    window: int = AHEAD_UIDS
+    lo: int = 0
+    hi: int = -1
+    hits: set[int] = dataclasses.field(default_factory=set)
+    conclusive: bool = False
+    searches: int = 0
+
+    def _covers(self, raw: RawMessage) -> bool:
+        return self.lo <= raw.uid <= self.hi and raw.size is not None and raw.size > self.larger
+
+    def _ask(self, client: imapclient.IMAPClient, first: int, terms: Sequence[str]) -> None:
+        start = bisect.bisect_left(self.planned, first)
+        stretch = self.planned[start : start + self.window]
+        self.lo = min(first, stretch[0]) if stretch else first
+        self.hi = max(first, stretch[-1]) if stretch else first
+        scope = ["UID", f"{self.lo}:{self.hi}", "LARGER", str(self.larger)]
+        self.hits, self.conclusive = server_mentions(client, (), terms, scope=scope)
+        self.searches += 1
+
+    def verdicts(
+        self, client: imapclient.IMAPClient, cut: Sequence[RawMessage], terms: Sequence[str]
+    ) -> dict[int, bool]:
+        """Blocking: the sure verdicts for these truncated messages, asking the
+        server about the next stretch when one of them lies beyond the last."""
+        sized = [r for r in cut if r.size is not None and r.size > self.larger]
+        beyond = [r.uid for r in sized if not self._covers(r)]
+        if beyond:
+            self._ask(client, min(beyond), terms)
+        return {
+            r.uid: r.uid in self.hits
+            for r in sized
+            if self._covers(r) and (self.conclusive or r.uid in self.hits)
+        }
 
 
 @dataclass(frozen=True)
@@ -119,19 +197,28 @@ class MentionCheck:
         return self.identity.fingerprint if self.identity is not None else None
 
     def ask_server(
-        self, client: imapclient.IMAPClient, raws: Sequence[RawMessage]
+        self,
+        client: imapclient.IMAPClient,
+        raws: Sequence[RawMessage],
+        ahead: SearchAhead | None = None,
     ) -> list[RawMessage]:
-        """Blocking: the truncated messages of a batch, with the server's verdict."""
-        cut = [r.uid for r in raws if r.truncated]
+        """Blocking: the truncated messages of a batch, with the server's verdict
+        (from `ahead` where it has a sure one, else from a search of their own)."""
+        cut = [r for r in raws if r.truncated]
         if self.identity is None or not cut:
             return list(raws)
-        hits, conclusive = server_mentions(client, cut, self.identity.search_terms())
+        terms = self.identity.search_terms()
+        known = ahead.verdicts(client, cut, terms) if ahead is not None else {}
+        rest = [r.uid for r in cut if r.uid not in known]
+        hits, conclusive = server_mentions(client, rest, terms) if rest else (set(), True)
+
+        def verdict(uid: int) -> bool | None:
+            if uid in known:
+                return known[uid]
+            return True if uid in hits else (False if conclusive else None)
+
         return [
-            dataclasses.replace(
-                r, server_mentions=True if r.uid in hits else (False if conclusive else None)
-            )
-            if r.truncated
-            else r
+            dataclasses.replace(r, server_mentions=verdict(r.uid)) if r.truncated else r
             for r in raws
         ]
 
@@ -140,12 +227,13 @@ class MentionCheck:
         fetch: Callable[..., tuple[list[RawMessage], T]],
         fetcher: Any,
         *args: Any,
+        ahead: SearchAhead | None = None,
     ) -> tuple[list[RawMessage], T]:
         """Blocking: `fetch(fetcher, *args)` then `ask_server`, on the same
         connection and in the same thread (a worker's calls never interleave)."""
         raws, problems = fetch(fetcher, *args)
         client = getattr(fetcher, "client", fetcher)
-        return self.ask_server(client, raws), problems
+        return self.ask_server(client, raws, ahead), problems
 
 
 def rescore_key(

@@ -51,6 +51,7 @@ from executor.context import JobContext, LeaseBoundImap
 from executor.folder_lock import FolderFence
 from executor.imap_fetch import UidFetcher, chunks
 from executor.imap_session import CONNECTION_ERRORS, ImapSession, ImapUnavailable
+from executor.mentions import SearchAhead
 from executor.parsing import ParsedBatch, RawMessage
 from executor.sync_pipeline import BatchPipeline, YieldGate
 
@@ -82,6 +83,7 @@ class _Batch:
     rng: sync_ranges.UidRange
     uids: list[int]
     done_uid: int
+    ahead: SearchAhead | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclass
@@ -356,8 +358,10 @@ class ParallelFirstSync:
                 yield _Batch(rng, [], rng.hi)
                 continue
             parts = list(chunks(todo, self.run.batch_size))
+            ahead = self.run.search_ahead(todo)  # the range is this connection's alone
             for index, uids in enumerate(parts):
-                yield _Batch(rng, uids, rng.hi if index + 1 == len(parts) else uids[-1])
+                done = rng.hi if index + 1 == len(parts) else uids[-1]
+                yield _Batch(rng, uids, done, ahead)
 
     def _give_back(self, link: _Link) -> bool:
         """Whether a borrowed connection should go back to the budget now."""
@@ -385,6 +389,7 @@ class ParallelFirstSync:
                 batch.uids,
                 link.condstore,
                 self.run.gmail,
+                ahead=batch.ahead,
             )
         )
 

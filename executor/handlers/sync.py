@@ -33,7 +33,7 @@ from executor.context import JobContext, PermanentJobError
 from executor.folder_lock import FolderFence, folder_lock
 from executor.imap_fetch import UidFetcher, chunks
 from executor.imap_session import leave_folder
-from executor.mentions import MentionCheck, enqueue_rescore_if_stale
+from executor.mentions import MentionCheck, SearchAhead, enqueue_rescore_if_stale
 from executor.parsing import MIN_PARALLEL_BATCH, ParsedBatch, ParserPool, RawMessage
 from executor.sync_parallel import BorrowedConnections, ParallelFirstSync
 from executor.sync_pipeline import BatchPipeline, YieldGate
@@ -526,13 +526,14 @@ class SyncRun:
         ctx = self.ctx
         gate = YieldGate(fence)
         seen = gate.generation
+        ahead = self.search_ahead(new_uids)
 
         async def fetch(uids: list[int], generation: int) -> tuple[list[RawMessage], Any]:
             nonlocal seen
             if generation != seen:  # a job in between may have expunged: learn it again
                 fetcher.dense, seen = None, generation
             raws, problems = await ctx.imap.call(
-                self.mentions.fetch, fetch_raw, fetcher, uids, condstore, self.gmail
+                self.mentions.fetch, fetch_raw, fetcher, uids, condstore, self.gmail, ahead=ahead
             )
             self.count_fetched(raws)
             return raws, problems
@@ -557,6 +558,13 @@ class SyncRun:
             stop_before=stop_before,
         )
         await pipeline.run(chunks(new_uids, self.batch_size))
+
+    def search_ahead(self, planned: Sequence[int]) -> SearchAhead | None:
+        """The mention searches of one connection's pass over `planned` (ascending
+        UIDs no other connection fetches meanwhile), asked a stretch ahead."""
+        if self.mentions.identity is None:
+            return None
+        return SearchAhead(planned, larger=BODY_PREFIX_BYTES)
 
     def parse_for(
         self, folder: str, uidvalidity: int

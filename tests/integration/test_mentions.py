@@ -279,3 +279,38 @@ async def test_a_moved_row_keeps_its_verdict(
         for r in await folder_emails(pool, "Archive")
     }
     assert moved == before
+
+
+async def test_long_messages_over_many_batches_and_connections_each_get_their_own_verdict(
+    store: JobStore, pool: Any, imap_account: ImapAccount
+) -> None:
+    """The server is asked a stretch ahead (executor/mentions.py `SearchAhead`):
+    over small batches, a split first sync on 3 connections and UIDs the plan
+    skips, every long message still gets exactly its own verdict."""
+    short = (
+        b"From: a@b.example\r\nTo: c@d.example\r\nSubject: short {i}\r\n"
+        b"Date: Tue, 17 Nov 2026 12:00:00 +0000\r\n\r\nhello\r\n"
+    )
+    messages, named = [], set()
+    for i in range(60):
+        if i % 4 == 0:
+            naming = i % 8 == 0
+            tail = "Thanks, Alex Roy." if naming else "Thanks, everyone."
+            messages.append(big_newsletter(f"long {i}", tail))
+            if naming:
+                named.add(f"long {i}")
+        else:
+            messages.append(short.replace(b"{i}", str(i).encode()))
+    await asyncio.to_thread(append, imap_account, messages)
+    job = await store.enqueue("sync", {"batch_size": 4})
+    settings = settings_for(ALEX, sync_first_connections=3, imap_max_connections=4)
+    async with running_executor(str(pool.conninfo), imap_account, settings=settings):
+        done = await wait_for_job(store, job.job_id)
+    assert done.status is JobStatus.COMPLETED, done.error
+    evs = await store.events_after(job.job_id, limit=10_000)
+    assert [e.data["connections"] for e in evs if e.data.get("phase") == "split"] == [3]
+    stored = await verdicts(pool)
+    longs = {s: m for s, (m, _) in stored.items() if s.startswith("long")}
+    assert len(longs) == 15
+    assert {s for s, m in longs.items() if m} == named
+    assert all(m is False for s, m in longs.items() if s not in named)
