@@ -29,6 +29,7 @@ import bisect
 import dataclasses
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -113,10 +114,14 @@ def server_mentions(
     return set(), False
 
 
-# One search ahead covers this many of a connection's next UIDs: about ten
-# batches, so a far-away server is asked once where it was asked up to ten
-# times, while one search stays short enough not to stall the fetching.
-AHEAD_UIDS = 2000
+# How far one search looks ahead, in a connection's planned UIDs. It starts at
+# two batches and doubles while searches come back quickly, up to ten batches:
+# a far-away server is then asked once where it was asked up to ten times. A
+# search that takes long (a server without a text index, over big attachments)
+# shrinks the next one, so no single command grows towards the socket timeout.
+AHEAD_FIRST = 400
+AHEAD_MOST = 2000
+AHEAD_SECONDS = 1.0
 
 
 @dataclass
@@ -126,7 +131,7 @@ class SearchAhead:
     Asking the server after every batch that holds a cut message costs a round
     trip per batch (40 ms and more to a far-away server), for nearly every
     batch of a real mailbox. So the first batch that needs the server asks for
-    the connection's next `window` planned UIDs at once,
+    a stretch of the connection's next planned UIDs at once,
 
         UID SEARCH UID lo:hi LARGER <prefix> OR BODY "alex" BODY "roy"
 
@@ -146,7 +151,8 @@ class SearchAhead:
 
     planned: Sequence[int]
     larger: int
-    window: int = AHEAD_UIDS
+    window: int = AHEAD_FIRST
+    most: int = AHEAD_MOST
     lo: int = 0
     hi: int = -1
     hits: set[int] = dataclasses.field(default_factory=set)
@@ -156,13 +162,21 @@ class SearchAhead:
     def _covers(self, raw: RawMessage) -> bool:
         return self.lo <= raw.uid <= self.hi and raw.size is not None and raw.size > self.larger
 
-    def _ask(self, client: imapclient.IMAPClient, first: int, terms: Sequence[str]) -> None:
+    def _ask(
+        self, client: imapclient.IMAPClient, wanted: Sequence[int], terms: Sequence[str]
+    ) -> None:
+        """Search the stretch from the first wanted UID: `window` planned UIDs,
+        and at least up to the last wanted one (the batch at hand)."""
+        first, last = min(wanted), max(wanted)
         start = bisect.bisect_left(self.planned, first)
         stretch = self.planned[start : start + self.window]
         self.lo = min(first, stretch[0]) if stretch else first
-        self.hi = max(first, stretch[-1]) if stretch else first
+        self.hi = max(last, stretch[-1]) if stretch else last
         scope = ["UID", f"{self.lo}:{self.hi}", "LARGER", str(self.larger)]
+        began = time.monotonic()
         self.hits, self.conclusive = server_mentions(client, (), terms, scope=scope)
+        took = max(time.monotonic() - began, 1e-3)
+        self.window = max(1, min(self.most, int(self.window * min(2.0, AHEAD_SECONDS / took))))
         self.searches += 1
 
     def verdicts(
@@ -173,7 +187,7 @@ class SearchAhead:
         sized = [r for r in cut if r.size is not None and r.size > self.larger]
         beyond = [r.uid for r in sized if not self._covers(r)]
         if beyond:
-            self._ask(client, min(beyond), terms)
+            self._ask(client, beyond, terms)
         return {
             r.uid: r.uid in self.hits
             for r in sized

@@ -80,7 +80,9 @@ def raws_of(server: FakeServer, uids: list[int]) -> list[RawMessage]:
 def verdicts(
     server: FakeServer, check: MentionCheck, plan: list[int], batch: int, ahead: bool
 ) -> dict[int, bool | None]:
-    search_ahead = SearchAhead(plan, larger=PREFIX, window=batch * 3) if ahead else None
+    search_ahead = (
+        SearchAhead(plan, larger=PREFIX, window=batch * 3, most=batch * 3) if ahead else None
+    )
     out: dict[int, bool | None] = {}
     for uids in chunks(plan, batch):
         for r in check.ask_server(server, raws_of(server, uids), search_ahead):  # type: ignore[arg-type]
@@ -151,9 +153,33 @@ def test_a_search_ahead_stays_inside_the_plan_and_answers_only_what_it_covered()
         uid: Stored(5 * PREFIX, "Alex" if uid == 7 else "no", 5 * PREFIX) for uid in range(1, 11)
     }
     server = FakeServer(messages)
-    ahead = SearchAhead([3, 4, 7], larger=PREFIX, window=2)
+    ahead = SearchAhead([3, 4, 7], larger=PREFIX, window=2, most=2)
     got = ahead.verdicts(server, raws_of(server, [3]), ["Alex"])  # type: ignore[arg-type]
     assert (ahead.lo, ahead.hi) == (3, 4) and got == {3: False}
     # 7 lies beyond: a new stretch, from 7.
     got = ahead.verdicts(server, raws_of(server, [7]), ["Alex"])  # type: ignore[arg-type]
     assert (ahead.lo, ahead.hi) == (7, 7) and got == {7: True} and ahead.searches == 2
+
+
+def test_quick_searches_look_further_ahead_and_slow_ones_less_far(
+    monkeypatch: Any,
+) -> None:
+    import executor.mentions as mentions
+
+    messages = {uid: Stored(5 * PREFIX, "no", 5 * PREFIX) for uid in range(1, 5001)}
+    server = FakeServer(messages)
+    ahead = SearchAhead(sorted(messages), larger=PREFIX, window=100, most=800)
+    ahead.verdicts(server, raws_of(server, [1]), ["Alex"])  # type: ignore[arg-type]
+    assert (ahead.lo, ahead.hi, ahead.window) == (1, 100, 200)  # quick: twice as far next
+    for uid in (101, 301, 701):
+        ahead.verdicts(server, raws_of(server, [uid]), ["Alex"])  # type: ignore[arg-type]
+    assert (ahead.lo, ahead.hi, ahead.window) == (701, 1500, 800)  # never past `most`
+    clock = iter([0.0, 4.0])  # a search that took 4 s: a quarter as far next
+    monkeypatch.setattr(mentions.time, "monotonic", lambda: next(clock))
+    ahead.verdicts(server, raws_of(server, [1501]), ["Alex"])  # type: ignore[arg-type]
+    assert ahead.window == 200
+    # A window smaller than the batch at hand still covers the whole batch.
+    ahead.window = 1
+    monkeypatch.setattr(mentions.time, "monotonic", lambda: 0.0)
+    got = ahead.verdicts(server, raws_of(server, [3000, 3001, 3002]), ["Alex"])  # type: ignore[arg-type]
+    assert (ahead.lo, ahead.hi) == (3000, 3002) and got == {3000: False, 3001: False, 3002: False}
