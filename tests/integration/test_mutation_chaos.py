@@ -264,9 +264,12 @@ async def drive(
     *,
     max_delay: float = 0.04,
     cancel_after: int | None = None,
+    eager: bool = False,
 ) -> Job:
     """Kill the job's executor `kills` times at random points after it claimed
-    the job, then let one run it to the end (cancelling it part-way if asked)."""
+    the job, then let one run it to the end (cancelling it part-way if asked).
+    `eager` kills as soon as the claim is seen, so a short job is surely hit
+    in its middle."""
     total = job.total_estimate or 1
     for _ in range(kills):
         proc = ex.spawn()
@@ -282,10 +285,13 @@ async def drive(
             )
             # Somewhere in the job: after a random number of messages, then a
             # random moment into the next batch (write-ahead, IMAP, or commit).
-            at = rng.randint(now.processed, max(now.processed, total - 1))
-            now = await poll(store, job, lambda j, at=at: j.status.is_terminal or j.processed >= at)
-            if not now.status.is_terminal:
-                await asyncio.sleep(rng.uniform(0, max_delay))
+            if not eager:
+                at = rng.randint(now.processed, max(now.processed, total - 1))
+                now = await poll(
+                    store, job, lambda j, at=at: j.status.is_terminal or j.processed >= at
+                )
+                if not now.status.is_terminal:
+                    await asyncio.sleep(rng.uniform(0, max_delay))
         finally:
             ex.kill(proc)
         figures.kills += 1
@@ -364,14 +370,18 @@ async def chaos_runs(
     target = {JobType.CLEAN: CLEANED, JobType.MOVE: params.get("target_folder")}.get(job_type)
     add = {SEEN} if job_type in (JobType.CLEAN, JobType.MARK_READ) else set()
     with executors(str(pool.conninfo), account, tmp) as ex:
-        for _ in range(runs):
+        # The runs asked for; then, while no kill has yet landed inside a job
+        # (a fast job can end before every random kill point), a few more whose
+        # kills come as soon as the job is claimed.
+        while figures.runs < runs or (figures.kills_mid_job == 0 and figures.runs < runs + 4):
+            eager = figures.runs >= runs
             prior = await asyncio.to_thread(mailbox, account)
             pool_ids = await asyncio.to_thread(identities, account)
             chosen = rng.sample(pool_ids, rng.randint(7, 12))
             job = await approve_rows(
                 store, job_type, chosen, batch_size=BATCH, max_attempts=100, **params
             )
-            done = await drive(store, pool, ex, job, rng, rng.randint(1, 3), figures)
+            done = await drive(store, pool, ex, job, rng, rng.randint(1, 3), figures, eager=eager)
             assert done.status is JobStatus.COMPLETED, (done.error, ex.tail())
             await check_record(store, done, chosen, figures)
             after = await asyncio.to_thread(mailbox, account)
