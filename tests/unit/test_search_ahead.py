@@ -27,9 +27,9 @@ ZOE = Identity("zo@x.example", "Zoë Ørsted")
 
 @dataclass(frozen=True)
 class Stored:
-    size: int  # what LARGER compares
+    size: int  # what LARGER compares (a server may compare its on-disk size)
     text: str  # what BODY searches
-    fetched_size: int | None  # RFC822.SIZE as the FETCH gave it (a server may differ)
+    fetched_size: int | None  # RFC822.SIZE as the FETCH gave it
 
 
 def _uids(spec: str) -> set[int]:
@@ -95,7 +95,7 @@ message = st.builds(
     lambda size, named, odd: (size, named, odd),
     st.sampled_from([10, PREFIX, PREFIX + 1, 5 * PREFIX]),
     st.booleans(),
-    st.sampled_from(["same", "none", "smaller"]),
+    st.sampled_from(["same", "none", "smaller", "on disk"]),
 )
 
 
@@ -119,8 +119,10 @@ def test_asking_ahead_gives_each_cut_message_its_own_batch_verdict(
     name = "Zoë Ørsted" if identity is ZOE else "Alex"
     for (size, named, odd), gap in zip(drawn, gaps, strict=False):
         uid += gap  # expunged UIDs in between
-        fetched = {"same": size, "none": None, "smaller": min(size, PREFIX)}[odd]
-        messages[uid] = Stored(size, f"hello {name}" if named else "hello", fetched)
+        fetched = {"same": size, "none": None, "smaller": min(size, PREFIX), "on disk": size}[odd]
+        # "on disk": LARGER compares a size down to half the FETCH's (LF line ends).
+        searched = (size + 1) // 2 if odd == "on disk" else size
+        messages[uid] = Stored(searched, f"hello {name}" if named else "hello", fetched)
     plan = sorted(messages)
     check = MentionCheck(identity)
     per_batch = FakeServer(messages, refuse_utf8)
