@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from app.config import ImapAccount
-from app.demo.mailbox import generate_mailbox, seed_via_imap
+from app.demo.mailbox import SeedMessage, generate_mailbox, seed_via_imap
 from app.jobs.models import Job, JobEvent, JobStatus, JobType
 from app.jobs.progress import Progress, fold_all, to_message
 from app.jobs.store import JobStore
@@ -25,6 +25,7 @@ from executor import folder_lock as fence_module
 from executor.handlers import sync as sync_handler
 from executor.imap_fetch import UidFetcher
 from tests.integration.test_connection_budget import ServerCount, finish_all_counting_slots
+from tests.integration.test_mentions import big_newsletter
 from tests.integration.test_mutation_chaos import Executors
 from tests.integration.test_sync_freshness import approved
 from tests.support.executor_harness import (
@@ -45,12 +46,24 @@ SEED = int(os.environ.get("PIPER_CHAOS_SEED", "20261205"))
 BATCH = 10
 
 
-def seed_inbox(account: ImapAccount, count: int, gaps: int = 0) -> None:
-    """`count` realistic messages in INBOX, then `gaps` of them expunged at random
-    (so the ranges hold UIDs that no longer exist)."""
+def long_message(i: int, when: Any) -> SeedMessage:
+    """Longer than the fetch prefix; every other one names the person (the
+    executor's default identity, Alex Roy) only past the cut."""
+    tail = "Thanks, Alex Roy." if i % 2 == 0 else "Thanks, everyone."
+    return SeedMessage(big_newsletter(f"Long chaos {i}", tail), when, "long", "INBOX")
+
+
+def seed_inbox(account: ImapAccount, count: int, gaps: int = 0, long_every: int = 0) -> None:
+    """`count` realistic messages in INBOX (and, with `long_every`, a message
+    longer than the fetch prefix after every `long_every` of them), then `gaps`
+    of them expunged at random (so the ranges hold UIDs that no longer exist)."""
     client = imap_connect(account)
     try:
-        msgs = [dataclasses.replace(m, folder="INBOX") for m in generate_mailbox(count, seed=3)]
+        msgs: list[SeedMessage] = []
+        for i, m in enumerate(generate_mailbox(count, seed=3), 1):
+            msgs.append(dataclasses.replace(m, folder="INBOX"))
+            if long_every and i % long_every == 0:
+                msgs.append(long_message(i // long_every, m.internal_date))
         seed_via_imap(client, msgs, batch=100)
         if gaps:
             client.select_folder("INBOX")
@@ -299,8 +312,10 @@ async def test_kill_9_at_random_points_of_a_first_sync_then_the_mirror_equals_th
     store: JobStore, pool: Any, imap_account: ImapAccount, tmp_path: Path, connections: int
 ) -> None:
     """Over one connection (its fetch → parse → write pipeline, executor/sync_pipeline.py)
-    and split over three: killed anywhere, the next attempt leaves no gap or duplicate."""
-    await asyncio.to_thread(seed_inbox, imap_account, 700, gaps=30)
+    and split over three: killed anywhere, the next attempt leaves no gap or duplicate,
+    and every message longer than the fetch prefix still gets its own sure verdict
+    from the server's search (asked a stretch ahead, executor/mentions.py)."""
+    await asyncio.to_thread(seed_inbox, imap_account, 700, gaps=30, long_every=20)
     rng = random.Random(SEED)
     procs = Executors(str(pool.conninfo), imap_account, tmp_path / "executor.log")
     procs.job_types = "sync"
@@ -363,9 +378,20 @@ async def test_kill_9_at_random_points_of_a_first_sync_then_the_mirror_equals_th
     processed = [e.data["processed"] for e in evs if "processed" in e.data]
     assert processed == sorted(processed)
     assert killed_at, "at least one kill landed in the middle of the sync"
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT subject, mentions_you FROM emails WHERE subject LIKE 'Long chaos %%'"
+            )
+        ).fetchall()
+    assert len(rows) >= 30  # of 35, a few may have been expunged between attempts
+    for row in rows:
+        named = int(row["subject"].rsplit(" ", 1)[1]) % 2 == 0
+        assert row["mentions_you"] is named, row
     report(
         f"first sync chaos over {connections} connection(s): {len(killed_at)} kill(s) mid-sync at processed={killed_at}, "
-        f"attempts={done.attempt}, mirror equal to the server"
+        f"attempts={done.attempt}, mirror equal to the server, "
+        f"{len(rows)} long messages' mention verdicts exact"
     )
 
 
