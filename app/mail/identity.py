@@ -20,13 +20,14 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, cached_property
+from html.entities import codepoint2name
 from typing import Any
 
 from app.mail.addresses import normalize_email, parse_address_list
 
 # Bump whenever the matching rules change: every stored verdict then carries a
 # stale fingerprint and is re-evaluated (the `rescore` job), never trusted.
-MATCHER_VERSION = 2
+MATCHER_VERSION = 3
 
 # "Al" or "Li" as a whole word would match too much unrelated text; the full
 # name still counts even when one of its parts is this short.
@@ -53,7 +54,14 @@ ROLE_LOCAL_PARTS = frozenset(
 # Padding characters newsletters put inside and between words: a name with one
 # inside ("Al\u00adex") is found with them removed, one split by one
 # ("Alex\u200bRoy") with them read as spaces; both readings are searched.
-_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+# Besides soft hyphen, zero-width space/joiners, word joiner and BOM: the
+# direction marks, embeddings and isolates (U+200E-F, U+202A-E, U+2066-9),
+# the invisible maths operators (U+2061-4), the Mongolian vowel separator and
+# the variation selectors: none is visible, so none may hide a name. So is NUL
+# ("A\0l\0e\0x": UTF-16 read as 8-bit text, or deliberate padding).
+_INVISIBLE = re.compile(
+    "[\x00\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufe00-\ufe0f\ufeff]"
+)
 
 
 @cache
@@ -207,6 +215,8 @@ class _Matcher:
             return False
         if not self._spaceless_sieve:
             return True
+        if "\x00" in text:  # `search` also reads the text without them
+            text = text.replace("\x00", "")
         if text.isascii():
             lowered = text.lower()
             return any(core in lowered for core in self._sieve)
@@ -217,7 +227,12 @@ class _Matcher:
         if not text or self.pattern is None:
             return False
         if text.isascii():
-            return self._scan(text.lower())
+            lowered = text.lower()
+            if "\x00" not in lowered:
+                return self._scan(lowered)
+            return self._scan(lowered.replace("\x00", "")) or self._scan(
+                lowered.replace("\x00", " ")
+            )
         decomposed = unicodedata.normalize("NFD", text)
         if self._ascii_cores:
             ascii_only = _ascii_letters(decomposed)
@@ -242,8 +257,27 @@ def _ascii_letters(decomposed: str) -> bytes:
     characters of an NFD text whose folding holds an ASCII letter
     (tests/unit/test_identity.py reads all of Unicode)."""
     if "\xdf" in decomposed or "\u017f" in decomposed or "\u1e9e" in decomposed:
-        return _casefold(decomposed).encode("ascii", "ignore")
-    return decomposed.encode("ascii", "ignore").lower()
+        letters = _casefold(decomposed).encode("ascii", "ignore")
+    else:
+        letters = decomposed.encode("ascii", "ignore").lower()
+    # NUL is invisible too (`_INVISIBLE`): the sieve must see "a\0l\0e\0x" as "alex".
+    return letters.replace(b"\x00", b"") if b"\x00" in letters else letters
+
+
+def _html_forms(term: str) -> list[str]:
+    """`term` with every non-ASCII character written as an HTML entity: by name
+    where HTML has one, in decimal, and in hex (each form throughout, as page
+    generators write them); [] for an ASCII term."""
+    if term.isascii():
+        return []
+    text = unicodedata.normalize("NFC", term)
+    forms = [
+        "".join(c if c.isascii() else f"&#{ord(c)};" for c in text),
+        "".join(c if c.isascii() else f"&#x{ord(c):x};" for c in text),
+    ]
+    if all(c.isascii() or ord(c) in codepoint2name for c in text):
+        forms.append("".join(c if c.isascii() else f"&{codepoint2name[ord(c)]};" for c in text))
+    return forms
 
 
 def _compile(words: Iterable[tuple[str, str]]) -> _Matcher:
@@ -383,8 +417,10 @@ class Identity:
         """What to ask an IMAP server to look for (`SEARCH BODY`, a case-insensitive
         substring match): every name part that counts, the full name when a part is
         too short to count alone, each address and handle, accented terms also
-        without their accents (servers differ in folding them); then only the
-        terms that do not contain another one."""
+        without their accents (servers differ in folding them) and as HTML writes
+        them (`Jos&eacute;`, `Jos&#233;`, `Jos&#xe9;`: servers search an HTML
+        part's source, where the page's generator often escaped the accent);
+        then only the terms that do not contain another one."""
         parts = self.name_parts
         counted = [p for p in dict.fromkeys(parts) if _letters(p) >= _min_letters(p)]
         terms = list(counted)
@@ -397,11 +433,24 @@ class Identity:
             out.setdefault(term, None)
             bare = _ACCENTS.sub("", unicodedata.normalize("NFD", term))
             out.setdefault(unicodedata.normalize("NFC", bare), None)
-        found = [t for t in out if t.strip()]
+            for written in _html_forms(term):
+                out.setdefault(written, None)
+        # One spelling per term: the search ignores case, and "Alex" beside the
+        # handle "alex" must not leave neither (each holds the other).
+        spellings: dict[str, str] = {}
+        for term in out:
+            if term.strip():
+                spellings.setdefault(term.casefold(), term)
+        found = list(spellings.values())
         # A substring search for "roy" already finds every "aroy@example.com":
         # a term holding another one adds nothing but server time (each term
         # is a pass over the message body on a server without a text index).
-        return [t for t in found if not any(o != t and o.casefold() in t.casefold() for o in found)]
+        folded = [t.casefold() for t in found]
+        return [
+            t
+            for t, f in zip(found, folded, strict=True)
+            if not any(o != f and o in f for o in folded)
+        ]
 
     def directly_involved(
         self, to_addrs: Iterable[str], cc_addrs: Iterable[str], body: str

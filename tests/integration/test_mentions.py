@@ -70,7 +70,9 @@ GOLDEN = [
 FILLER = "The quarterly numbers for the cache fleet are in, with latency and throughput charts. "
 
 
-def big_newsletter(subject: str, tail: str, *, charset: str = "utf-8") -> bytes:
+def big_newsletter(
+    subject: str, tail: str, *, charset: str = "utf-8", kind: str = "text/plain"
+) -> bytes:
     """A bulk message longer than the fetch prefix, `tail` only after the cut."""
     lines = [FILLER] * (BODY_PREFIX_BYTES // len(FILLER) + 200)
     body = "\r\n".join(lines) + "\r\n\r\n" + tail + "\r\n"
@@ -79,7 +81,7 @@ def big_newsletter(subject: str, tail: str, *, charset: str = "utf-8") -> bytes:
         f"Subject: {subject}\r\nDate: Tue, 17 Nov 2026 12:00:00 +0000\r\n"
         "List-Id: Shop deals <deals.shop.example>\r\n"
         "List-Unsubscribe: <https://shop.example/unsubscribe>\r\nPrecedence: bulk\r\n"
-        f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset={charset}\r\n"
+        f"MIME-Version: 1.0\r\nContent-Type: {kind}; charset={charset}\r\n"
         "Content-Transfer-Encoding: 8bit\r\n\r\n"
     )
     raw = (head + body).encode(charset)
@@ -166,6 +168,12 @@ async def test_a_name_past_the_fetch_prefix_is_found_by_the_server_in_any_script
             big_newsletter("bare", "Thanks, Zoe Orsted."),
             big_newsletter("latin-1", "Danke, Zoë.", charset="iso-8859-1"),
             big_newsletter("nobody", "Thanks, everyone."),
+            # The server searches an HTML part's source, where the page's
+            # generator escaped the accent: the entity forms are asked too.
+            big_newsletter("html named", "<p>Merci, Zo&euml; !</p>", kind="text/html"),
+            big_newsletter("html decimal", "<p>Danke, &#216;rsted.</p>", kind="text/html"),
+            big_newsletter("html hex", "<p>Hej Zo&#xEB;</p>", kind="text/html"),
+            big_newsletter("html nobody", "<p>Thanks &amp; see you.</p>", kind="text/html"),
         ],
     )
     await sync(pool, store, imap_account, ZOE)
@@ -175,6 +183,10 @@ async def test_a_name_past_the_fetch_prefix_is_found_by_the_server_in_any_script
         "bare": True,
         "latin-1": True,
         "nobody": False,
+        "html named": True,
+        "html decimal": True,
+        "html hex": True,
+        "html nobody": False,
     }
     async with pool.connection() as conn:
         sizes = await (await conn.execute("SELECT min(size) AS s FROM emails")).fetchone()

@@ -123,8 +123,52 @@ def test_search_terms_for_the_server() -> None:
         "kim@corp.example",
         "a.li.work",
     ]
-    assert JOSE.search_terms() == ["José", "Jose", "Ñúñez", "Nunez", "jn@x.example"]
+    # Accented terms also bare and as HTML writes them (a server searches an
+    # HTML part's source, where "Jos&eacute;" is not "José").
+    assert JOSE.search_terms() == [
+        "José",
+        "Jose",
+        "Jos&#233;",
+        "Jos&#xe9;",
+        "Jos&eacute;",
+        "Ñúñez",
+        "Nunez",
+        "&#209;&#250;&#241;ez",
+        "&#xd1;&#xfa;&#xf1;ez",
+        "&Ntilde;&uacute;&ntilde;ez",
+        "jn@x.example",
+    ]
     assert "Al Wu" in Identity("w@x.example", "Al Wu").search_terms()
+
+
+def test_search_terms_keep_a_name_that_is_also_the_handle() -> None:
+    # "Alex" and the handle "alex" each hold the other, case aside: one stays.
+    # (They used to knock each other out, so past the fetched prefix the
+    # server was never asked for the person's first name.)
+    terms = Identity("alex@example.com", "Alex Roy", ("aroy@example.com",)).search_terms()
+    assert [t.casefold() for t in terms] == ["alex", "roy"]
+    jose = Identity("jose@example.com", "José Álvarez").search_terms()
+    assert "Jose" in jose and "José" in jose and "&Aacute;lvarez" in jose
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Thanks, Al\u200eex",  # left-to-right mark
+        "Thanks, Al\u200fex",  # right-to-left mark
+        "Thanks, A\u2066lex\u2069",  # an isolate
+        "Thanks, Al\u202aex",  # an embedding
+        "Thanks, Ale\u2063x",  # invisible separator
+        "Thanks, Ale\ufe0fx",  # a variation selector
+        "Thanks, Alex\u2062Roy",  # invisible times between the two names
+        "Thanks, A\x00l\x00e\x00x",  # UTF-16 read as 8-bit text
+        "Thanks, A\x00l\x00e\x00x \u2014 caf\u00e9",  # the same beside non-ASCII text
+        "Thanks\x00Alex",  # NUL as the only separator
+    ],
+)
+def test_invisible_characters_do_not_hide_the_name(text: str) -> None:
+    assert ME.name_mentioned(text)
+    assert ME.could_be_mentioned_in(text)  # the HTML shortcut must not skip it either
 
 
 def test_an_identity_travels_to_the_parser_processes() -> None:
