@@ -37,6 +37,11 @@ _CHARSET_ALIASES = {
     "iso-8859-8-i": "iso-8859-8",
     "x-mac-roman": "mac-roman",
     "utf8": "utf-8",
+    # Microsoft's names for UTF-16 (browsers and Thunderbird take them too).
+    "unicode": "utf-16",
+    "ucs-2": "utf-16",
+    "ucs2": "utf-16",
+    "unicodefffe": "utf-16-be",
 }
 # Codecs that decode to lone surrogates or are not charsets at all; their
 # output could not be stored in Postgres, so they count as unknown.
@@ -106,6 +111,12 @@ def decode_text_bytes(data: bytes, charset: str | None) -> tuple[str, str | None
         text = _strict(data, "utf-8")
         if text is not None:
             return text, f"text is not {shown!r} as declared; decoded as UTF-8"
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte order mark, whatever the label
+        text = _strict(data, "utf-16")
+        if text is not None:
+            if label:
+                return text, f"text is not {shown!r} as declared; decoded as UTF-16"
+            return text, "text without a charset; decoded as UTF-16 (byte order mark)"
     text = data.decode("cp1252", "replace")
     if label:
         return text, f"text is not {shown!r} as declared; decoded as Windows-1252"

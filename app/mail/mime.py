@@ -82,6 +82,7 @@ _TAG_LIKE = re.compile(r"<[a-zA-Z/]")
 _INVISIBLE = ("\u00ad", "\u034f", "\u200b", "\u2060", "\ufeff")  # newsletter padding
 _ODD_SPACES = ("\xa0", "\u1680", *map(chr, range(0x2000, 0x200B)), "\u202f", "\u205f", "\u3000")
 _ODD_BREAKS = ("\x85", "\u2028", "\u2029")
+_COMMENT = re.compile(r"\([^()]*\)")  # an RFC 822 comment (unnested) in a structured field
 _JOINER_BY_SPACE = re.compile(r"[\u200c\u200d]+(?=\s)|(?<=\s)[\u200c\u200d]+")
 # An excerpt is cut from a prefix of the text (grown until it is long enough):
 # tidying or converting all of a 60 KB body for 2,000 characters is the
@@ -627,6 +628,12 @@ def _walk(
             kind = "text/plain"
         else:
             parts, closed = _split_multipart(body, boundary.encode("utf-8", "replace"))
+            if (
+                not parts and "(" in boundary
+            ):  # `boundary=XYZ (mime)`: the comment is not part of it
+                bare = _COMMENT.sub(" ", boundary).strip()
+                if bare:
+                    parts, closed = _split_multipart(body, bare.encode("utf-8", "replace"))
             if not parts:
                 problems.append(f"{kind} has no body parts; read as plain text")
                 kind = "text/plain"
@@ -653,8 +660,8 @@ def _walk(
     filename = _params(";" + rest).get("filename") if rest else None
     if filename or params.get("name"):
         walk.names.append(decode_header_text(filename or params.get("name")))
-    encoding = (headers.raw("content-transfer-encoding") or "").strip().lower()
-    if kind in ("message/rfc822", "message/global"):
+    encoding = _transfer_encoding(headers.raw("content-transfer-encoding"))
+    if kind in ("message/rfc822", "message/global", "message/news"):
         if disposition == "attachment" or not related:
             walk.attachments = True
         _walk_forwarded(_Leaf(kind, None, encoding, body), walk, depth)
@@ -693,7 +700,7 @@ def _walk_forwarded(leaf: _Leaf, walk: _Walk, depth: int) -> None:
     if leaf.encoding == "base64":  # not allowed for message/rfc822, but seen
         data = decode_base64(data) or b""
     elif leaf.encoding == "quoted-printable":
-        data = binascii.a2b_qp(data)
+        data = _decode_qp(data)
     scratch: list[str] = []
     inner_headers, inner_body = _split_entity(data, scratch)
     for name in ("subject", "from", "to", "cc", "reply-to"):
@@ -701,6 +708,28 @@ def _walk_forwarded(leaf: _Leaf, walk: _Walk, depth: int) -> None:
         if value:
             walk.names.append(decode_header_text(value))
     _walk(inner_headers, inner_body, walk, scratch, depth=depth + 1, own_body=False)
+
+
+# RFC 2045 6.7: a decoder deletes the white space transport added at line
+# ends, so "Al= " + CRLF + "ex" is a soft break ("Alex"); binascii keeps it a
+# literal "=" followed by a break.
+_PADDED_SOFT_BREAK = re.compile(rb"=[ \t]+(?=\r?\n)")
+
+
+def _decode_qp(data: bytes) -> bytes:
+    if b"= " in data or b"=\t" in data:
+        data = _PADDED_SOFT_BREAK.sub(b"=", data)
+    return binascii.a2b_qp(data)
+
+
+def _transfer_encoding(value: str | None) -> str:
+    """`base64`, `quoted-printable`, ...: lower-cased, without the comments
+    RFC 2045 allows around it (`base64 (standard)`) or quotes some mailers add."""
+    if not value:
+        return ""
+    if "(" in value:
+        value = _COMMENT.sub(" ", value)
+    return value.strip().strip('"').strip().lower()
 
 
 def _leaf_text(leaf: _Leaf, problems: list[str]) -> str:
@@ -716,7 +745,7 @@ def _leaf_text(leaf: _Leaf, problems: list[str]) -> str:
             return ""
         data = decoded
     elif leaf.encoding == "quoted-printable":
-        data = binascii.a2b_qp(data)
+        data = _decode_qp(data)
     text, problem = decode_text_bytes(data, leaf.charset)
     if problem:
         problems.append(f"body: {problem}")
@@ -859,6 +888,8 @@ def parse_message(
 def _parse(
     raw: bytes, excerpt_chars: int, problems: list[str], identity: Identity | None
 ) -> ParsedMessage:
+    if b"\n" not in raw and b"\r" in raw:  # old Mac line ends: else it is one long From line
+        raw = raw.replace(b"\r", b"\n")
     headers, body = _split_entity(raw, problems)
     sender = _address_field(headers.raw("from"), problems)
     to = _address_field(headers.joined("to"), problems)
