@@ -237,6 +237,22 @@ def edit_refusal(proposal: Proposal, target: str) -> str | None:
     return None
 
 
+def selection_refusal(proposal: Proposal, selection: list[str]) -> str | None:
+    """Why an approval's `selection` cannot be taken (SPEC §6: → 422, the
+    approval stays pending), or None: it must pick at least one message, and
+    only messages the card shows. (Taken as it was, an empty one ran the tool
+    with no messages and used the approval up on an error.)"""
+    shown = {m["id"] for a in proposal["actions"] for g in a["groups"] for m in g["messages"]}
+    if not selection:
+        return "the selection is empty: approve at least one message, or reject"
+    unknown = [s for s in selection if s not in shown]
+    if unknown:
+        listed = ", ".join(repr(s[:80]) for s in unknown[:3])
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        return f"the selection names messages this approval does not show: {listed}{more}"
+    return None
+
+
 def _edited(action: ProposedAction, target: str | None, count: int) -> dict[str, Any]:
     """The params the person approved: the proposal's, with their edit applied
     (and the proposed value kept beside it, so the approval row shows both)."""
@@ -458,29 +474,30 @@ def make_nodes(deps: GraphDeps) -> tuple[Any, Any]:
                 continue
             cards = [m for g in action["groups"] for m in g["messages"]]
             chosen = [m for m in cards if chosen_filter is None or m["id"] in chosen_filter]
+            if not chosen:
+                continue  # none of its messages selected: this call is not run at all
             params = _edited(action, target, len(chosen))
             args = {**call["args"], "messages": [m["id"] for m in chosen]}
             key = EDITABLE_TARGET.get(action["action"])
             if key is not None and key in params:
                 args[key] = params[key]  # the transcript shows what was approved
-            if chosen:
-                approval_row = await deps.store.record_approval(
-                    thread_id=thread_id,
-                    interrupt_id=f"{interrupt_id}:{call['id']}",
-                    action=action["action"],
-                    params=params,
-                    messages=[
-                        {
-                            "folder": m["folder"],
-                            "uidvalidity": m["uidvalidity"],
-                            "uid": m["uid"],
-                            "message_id": m.get("message_id"),
-                            "subject": m.get("subject", ""),
-                        }
-                        for m in chosen
-                    ],
-                )
-                approvals[call["id"]] = str(approval_row.approval_id)
+            approval_row = await deps.store.record_approval(
+                thread_id=thread_id,
+                interrupt_id=f"{interrupt_id}:{call['id']}",
+                action=action["action"],
+                params=params,
+                messages=[
+                    {
+                        "folder": m["folder"],
+                        "uidvalidity": m["uidvalidity"],
+                        "uid": m["uid"],
+                        "message_id": m.get("message_id"),
+                        "subject": m.get("subject", ""),
+                    }
+                    for m in chosen
+                ],
+            )
+            approvals[call["id"]] = str(approval_row.approval_id)
             calls.append({**call, "args": args})
         updated = AIMessage(content=last.content, tool_calls=calls, id=last.id)
         return Command(

@@ -26,7 +26,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.errors import GraphRecursionError
 from langgraph.types import Command
 
-from app.graph.approval import edit_refusal
+from app.graph.approval import edit_refusal, selection_refusal
 from app.graph.builder import build_graph
 from app.graph.deps import GraphDeps
 from app.graph.model_failures import TOO_MANY_STEPS
@@ -224,6 +224,13 @@ class ChatService:
             value: dict[str, Any] = {"decision": decision, "interrupt_id": interrupt_id}
             if selection is not None:
                 value["selection"] = [str(s) for s in selection]
+                refusal = (
+                    selection_refusal(pending[interrupt_id].value, value["selection"])
+                    if decision == "approve"
+                    else None
+                )
+                if refusal:
+                    raise ChatError(422, f"selection refused: {refusal}")
             if edit is not None and decision == "approve":
                 target = str(edit.get("target", ""))
                 refusal = edit_refusal(pending[interrupt_id].value, target)

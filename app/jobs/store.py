@@ -289,6 +289,19 @@ def _held(lease: Lease, row: dict[str, Any] | None) -> None:
         )
 
 
+# A job's error and final message are read by people (the page, `jobs show`)
+# and sent in every snapshot: one that repeats a huge input (a 20 MB folder
+# name did) must not make each later `GET /api/jobs` megabytes long.
+MAX_ERROR_CHARS = 2000
+
+
+def bounded(text: str) -> str:
+    """`text`, cut to MAX_ERROR_CHARS with a note saying so."""
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return text[: MAX_ERROR_CHARS - 40] + f"... ({len(text):,} characters in all)"
+
+
 class JobStore:
     def __init__(
         self, pool: AsyncConnectionPool, *, claims: AsyncConnectionPool | None = None
@@ -677,8 +690,8 @@ class JobStore:
                 "attempt": lease.attempt,
                 "owner": lease.owner,
                 "status": status.value,
-                "message": message,
-                "error": error,
+                "message": bounded(message),
+                "error": bounded(error) if error is not None else None,
                 "processed": processed,
                 "total_estimate": total_estimate,
                 "data": Jsonb(data or {}),
@@ -697,7 +710,7 @@ class JobStore:
                 "job_id": lease.job_id,
                 "attempt": lease.attempt,
                 "owner": lease.owner,
-                "error": error,
+                "error": bounded(error),
                 "backoff_seconds": backoff_seconds,
             },
         )

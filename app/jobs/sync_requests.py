@@ -24,9 +24,17 @@ class InvalidSyncParams(ValueError):
     """Parameters a sync cannot take; the message names each problem."""
 
 
+# No IMAP folder name comes near these; a request past them is a mistake or an
+# attack, and would otherwise end in a job whose error text repeats it.
+MAX_FOLDER_NAME = 1000
+MAX_FOLDERS = 1000
+
+
 class SyncParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    folders: list[str] | None = Field(default=None, description="folders to sync; all when omitted")
+    folders: list[str] | None = Field(
+        default=None, max_length=MAX_FOLDERS, description="folders to sync; all when omitted"
+    )
     folder: str | None = Field(default=None, description="shorthand for a single folder")
     batch_size: int | None = Field(default=None, ge=1, le=1000)
 
@@ -36,6 +44,8 @@ class SyncParams(BaseModel):
         names = [value] if isinstance(value, str) else value or []
         if any(not name or "\x00" in name for name in names):
             raise ValueError("folder names must be non-empty and contain no NUL character")
+        if any(len(name) > MAX_FOLDER_NAME for name in names):
+            raise ValueError(f"folder names are at most {MAX_FOLDER_NAME} characters")
         return value
 
     def payload(self) -> dict[str, Any]:

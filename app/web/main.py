@@ -24,6 +24,7 @@ from app.graph.chat_model import load_chat_model
 from app.graph.deps import GraphDeps
 from app.graph.service import ChatService
 from app.jobs.store import JobStore
+from app.web.body_limit import BodyLimitMiddleware
 from app.web.chat_runs import ChatRuns
 from app.web.errors import install_error_handlers
 from app.web.hub import EventHub
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityMiddleware, token=settings.web_token)
     # Added last, so it runs first: a foreign Host is refused before anything else.
     app.add_middleware(HostAllowlistMiddleware, allowed=allowed_hosts(settings))

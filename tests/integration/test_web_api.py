@@ -71,6 +71,11 @@ async def test_mutation_types_are_forbidden(client: httpx.AsyncClient, job_type:
         ("post", "/api/jobs", {"job_type": "sync", "params": {"folders": ["a\u0000b"]}}, 422),
         ("post", "/api/jobs", {"job_type": "sync", "params": {"folders": [""]}}, 422),
         ("post", "/api/jobs", {"job_type": "sync", "params": {"batch_size": 0}}, 422),
+        ("post", "/api/jobs", {"job_type": "sync", "params": {"folders": ["A" * 1001]}}, 422),
+        ("post", "/api/jobs", {"job_type": "sync", "params": {"folders": ["A"] * 1001}}, 422),
+        ("post", "/api/jobs", {"job_type": "sync", "params": {"folders": ["A" * 2_000_000]}}, 413),
+        ("post", "/api/chat", {"message": "x" * 2_000_000}, 413),
+        ("post", "/api/chat", {"thread_id": "a/b", "message": "/clean"}, 422),
         ("post", "/api/jobs", {"job_type": "sync", "params": None}, 422),
         ("post", "/api/jobs", [1, 2], 422),
         ("get", "/api/jobs?limit=0", None, 422),
@@ -95,6 +100,22 @@ async def test_malformed_json_is_a_4xx_json_error(client: httpx.AsyncClient) -> 
         "/api/chat", content=b"[1,2", headers={"content-type": "application/json"}
     )
     assert r.status_code == 422
+
+
+async def test_a_body_streamed_past_the_cap_is_refused(client: httpx.AsyncClient) -> None:
+    """No Content-Length (chunked): the body is counted as it arrives."""
+
+    async def chunks() -> Any:
+        yield b'{"job_type": "sync", "params": {"folders": ["'
+        for _ in range(40):
+            yield b"A" * 65536
+        yield b'"]}}'
+
+    r = await client.post(
+        "/api/jobs", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413 and "KiB" in r.json()["error"]
+    assert (await client.get("/api/jobs")).json() == []
 
 
 async def test_cross_site_post_is_refused_but_same_site_and_no_origin_pass(
@@ -197,6 +218,17 @@ async def test_chat_api_flow_and_errors(
         "/api/chat/no-such-thread/resume", json={"interrupt_id": iid, "decision": "approve"}
     )
     assert unknown.status_code == 404
+    # A selection that picks nothing, or names messages the card does not show,
+    # is refused and the approval stays pending (it used to be used up on an error).
+    for selection in ([], ["no-such-message"]):
+        refused = await client.post(
+            f"/api/chat/{tid}/resume",
+            json={"interrupt_id": iid, "decision": "approve", "selection": selection},
+        )
+        assert refused.status_code == 422, refused.text
+        assert "selection" in refused.json()["error"]
+    assert (await client.get(f"/api/chat/{tid}")).json()["interrupt"]["id"] == iid
+    assert [j for j in await store.list() if j.job_type.value == "mark_read"] == []
     ok = await client.post(
         f"/api/chat/{tid}/resume", json={"interrupt_id": iid, "decision": "approve"}
     )

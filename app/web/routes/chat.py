@@ -43,7 +43,12 @@ class Edit(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+    # A thread id goes into URL paths (`/api/chat/{thread_id}/resume`): one
+    # with a slash, a space or a control character could be started but
+    # never resumed, so only URL-safe characters are taken.
+    thread_id: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._~-]+$"
+    )
     message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
 
 
