@@ -239,17 +239,15 @@ def edit_refusal(proposal: Proposal, target: str) -> str | None:
 
 def selection_refusal(proposal: Proposal, selection: list[str]) -> str | None:
     """Why an approval's `selection` cannot be taken (SPEC §6: → 422, the
-    approval stays pending), or None: it must pick at least one message, and
-    only messages the card shows. (Taken as it was, an empty one ran the tool
-    with no messages and used the approval up on an error.)"""
+    approval stays pending), or None: it must pick at least one message the
+    card shows. (Taken as it was, a selection that picked none ran the tool
+    with no messages and used the approval up on an error.) Ids the card does
+    not show are ignored, as ever: never more than was proposed is changed."""
     shown = {m["id"] for a in proposal["actions"] for g in a["groups"] for m in g["messages"]}
     if not selection:
         return "the selection is empty: approve at least one message, or reject"
-    unknown = [s for s in selection if s not in shown]
-    if unknown:
-        listed = ", ".join(repr(s[:80]) for s in unknown[:3])
-        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-        return f"the selection names messages this approval does not show: {listed}{more}"
+    if shown.isdisjoint(selection):
+        return "the selection names none of the messages this approval shows"
     return None
 
 
