@@ -908,7 +908,13 @@ def _parse(
     _walk(headers, body, walk, problems)
     excerpt = _excerpt(walk, excerpt_chars, problems, whole=identity is not None)
     subject = decode_header_text(headers.raw("subject"), problems=problems)
-    mentions = _mentions(identity, subject, walk) if identity is not None else None
+    mentions = None
+    if identity is not None:
+        raw_subject = headers.raw("subject") or ""
+        # Also the field as sent: "Hi=?utf-8?Q?Alex?=" decodes to "HiAlex",
+        # where the name is no longer a word of its own.
+        said = f"{subject}\n{raw_subject}" if "=?" in raw_subject else subject
+        mentions = _mentions(identity, said, walk)
     precedence = headers.text("precedence", problems)
     auto_submitted = headers.text("auto-submitted", problems)
     opt = _pg_optional

@@ -118,6 +118,14 @@ def test_the_same_newsletter_without_the_name_is_a_candidate(case: str) -> None:
     assert assess_for_clean(row, ME).candidate, case
 
 
+def test_an_encoded_word_glued_to_a_word_still_names_the_person() -> None:
+    raw = _message("Content-Type: text/plain; charset=utf-8\r\n", b"Hello there")
+    raw = raw.replace(b"Subject: The Batch: issue #212", b"Subject: Hi=?utf-8?Q?Alex?=, news")
+    row = _row(raw)
+    assert row.mentions_you is True
+    assert not assess_for_clean(row, ME).candidate
+
+
 def test_old_mac_line_ends_are_read_not_taken_for_one_header() -> None:
     """CR-only line ends: read as one From line, the message had no To, no
     body and no mention, yet was proposed."""
