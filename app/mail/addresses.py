@@ -4,7 +4,10 @@ Address parsing is safety-critical: `/clean` must never propose a message
 whose To or CC holds the person, so a display name with a comma, a group, a
 comment or an RFC 2047 name must not hide an address. The parser below is
 deliberately forgiving (Outlook-style `;` separators, stray angle addresses,
-`mailto:` inside brackets) and never raises.
+`mailto:` inside brackets) and never raises. An address written with a
+quoted local part, comments or folding whitespace inside it (`"a.b"@x`,
+`a(c)@x`, `a . b @ x`), which RFC 5322 allows and IMAP servers read, is read
+as the address it is.
 
 Charset and RFC 2047 decoding live here rather than in `mime.py` because
 address parsing needs them and `mime.py` needs address parsing; `mime.py`
@@ -16,6 +19,8 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from functools import lru_cache
 
 # Labels that mail uses but Python does not know, or knows as a narrower
@@ -393,6 +398,135 @@ def _simple_mailboxes(text: str) -> list[Mailbox] | None:
     return out
 
 
+# A quoted local part that needs no quotes (`"alex.roy"@x` is `alex.roy@x`).
+# (RFC 6532 allows non-ASCII atext too.)
+_ATEXT = r'[^\s"(),.:;<>@\[\]\\\x00-\x1f\x7f]'
+_DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
+_QUOTE_SPECIALS = re.compile(r'["\\]')
+_ANGLE_CFWS = re.compile(r'[\s"(]')
+
+Word = tuple[str, bool]  # (text, quoted)
+
+
+def _edge(left: Word, right: Word, char: str) -> bool:
+    """`char` between two words (ending an unquoted left word or starting an
+    unquoted right one): they may be parts of one addr-spec."""
+    return (not left[1] and left[0].endswith(char)) or (not right[1] and right[0].startswith(char))
+
+
+def _ats(words: list[Word], run: list[int]) -> int:
+    return sum(words[i][0].count("@") for i in run if not words[i][1])
+
+
+def _addr_spec_runs(words: list[Word]) -> list[list[int]]:
+    """The words grouped into what could each be one addr-spec: RFC 5322 allows
+    comments and folding whitespace around the "@" and the dots of an address
+    (`alex.roy (work) @ example . com`), and a quoted local part
+    (`"alex.roy"@example.com`). Words meeting at an "@" are joined first, then
+    runs meeting at a dot, as long as the result holds at most one "@" (so
+    `a@x. b @ y` stays two)."""
+    groups: list[list[int]] = []
+    for i in range(len(words)):
+        if i and _edge(words[i - 1], words[i], "@"):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    runs: list[list[int]] = []
+    for group in groups:
+        if (
+            runs
+            and _edge(words[runs[-1][-1]], words[group[0]], ".")
+            and _ats(words, runs[-1]) + _ats(words, group) <= 1
+        ):
+            runs[-1] += group
+        else:
+            runs.append(group)
+    return runs
+
+
+def _spec_address(parts: list[Word]) -> str | None:
+    """The address the parts of one addr-spec spell, or None. A quoted local part
+    loses its quotes when it needs none; otherwise it stays quoted."""
+    local: list[str] = []
+    domain: list[str] | None = None
+    for text, quoted in parts:
+        if quoted:
+            if domain is not None:
+                return None
+            if _DOT_ATOM.fullmatch(text):
+                local.append(text)
+            else:
+                local.append('"' + _QUOTE_SPECIALS.sub(r"\\\g<0>", text) + '"')
+        elif domain is None:
+            head, at, tail = text.partition("@")
+            local.append(head)
+            if at:
+                domain = [tail]
+        else:
+            domain.append(text)
+    if domain is None:
+        return None
+    local_part, domain_part = "".join(local), "".join(domain)
+    if not local_part or not domain_part or "@" in domain_part:
+        return None
+    if '"' not in local_part:
+        return _address(f"{local_part}@{domain_part}")
+    return f"{local_part}@{domain_part}".lower()
+
+
+_NOTHING_JOINED: tuple[Sequence[str], AbstractSet[int]] = ((), frozenset())
+
+
+def _joined_addr_specs(words: list[Word]) -> tuple[Sequence[str], AbstractSet[int]]:
+    """Addresses written across several words, and which words they used."""
+    if not any(not quoted and "@" in w for w, quoted in words) or not any(
+        not quoted and (w[0] in ".@" or w[-1] in ".@") for w, quoted in words
+    ):
+        return _NOTHING_JOINED  # the usual case (a name's words): no run can form
+    joined: list[str] = []
+    used: set[int] = set()
+    for run in _addr_spec_runs(words):
+        if len(run) > 1 and (addr := _spec_address([words[i] for i in run])) is not None:
+            joined.append(addr)
+            used.update(run)
+    return joined, used
+
+
+def _angle_addr_spec(angle: str) -> str | None:
+    """The address inside `<...>` written with comments, folding whitespace or
+    a quoted local part (`<alex.roy @ example.com>`, `<"a.b"@x>`), or None."""
+    parts: list[Word] = []
+    for match in _ADDRESS_TOKEN.finditer(angle):
+        kind = match.lastgroup
+        if kind == "word":
+            parts.append((match[0], False))
+        elif kind == "quoted":
+            parts.append((_QUOTED_PAIR.sub(r"\1", match[0][1:-1]), True))
+        elif kind != "comment" and not match[0].isspace():
+            return None  # a separator or a stray bracket or quote: not one addr-spec
+    if not parts:
+        return None
+    if len(parts) > 1 and len(_addr_spec_runs(parts)) > 1:
+        return None
+    return _spec_address(parts)
+
+
+def _angle_address(angle: str) -> str | None:
+    """The address inside `<...>`, also when written with comments, spaces or
+    quotes; None when there is none (the caller then looks for one itself)."""
+    if _ANGLE_CFWS.search(angle) and (addr := _angle_addr_spec(angle)) is not None:
+        return addr
+    return _address(angle)
+
+
+def _angle_extras(angle: str) -> list[str]:
+    """The addresses `<...>` holds word by word, besides the one it was read as
+    with its comments and spaces: none is lost to that reading."""
+    return [
+        a for m in _HIDDEN_ADDRESS.finditer(angle) if (a := _address(m[0].rstrip("."))) is not None
+    ]
+
+
 def _tokenized_mailboxes(text: str) -> list[Mailbox]:
     """The general case: quoting, comments, groups and the junk real mail holds.
 
@@ -409,14 +543,35 @@ def _tokenized_mailboxes(text: str) -> list[Mailbox]:
 
     def finish() -> None:
         nonlocal words, comments, angle
+        if not words and angle is None and not comments:
+            return  # `a@x,, b@y`: nothing between the separators
+        addr = None if angle is None else _angle_address(angle)
+        # `"a.b"@x`, `a(c)@x`, `a . b @ x`: one address written in several words.
+        joined, used = _joined_addr_specs(words) if len(words) > 1 else _NOTHING_JOINED
         names = [w for w, quoted in words if quoted or "@" not in w]
+        # The joined words are no name; but a name beside `<...>`, or one that may
+        # hide an address (`"bob@x"@y`, an encoded word), keeps all its words.
+        if used and addr is None and not any(_may_hide(w) for w in names):
+            names = [
+                w
+                for i, (w, quoted) in enumerate(words)
+                if i not in used and (quoted or "@" not in w)
+            ]
         bare = [a for w, quoted in words if not quoted and "@" in w and (a := _address(w))]
         start = len(out)
-        if angle is not None and (addr := _address(angle)) is not None:
+        if addr is not None:
             out.extend(([], [], a) for a in bare)  # before `<...>`: a lost separator
             out.append((names, comments, addr))
+            out.extend(([], [], a) for a in joined)
+            if _ANGLE_CFWS.search(angle):  # what it also holds (`<. a@x>`, `<a@x (b@y)>`)
+                out.extend(([], [], a) for a in _angle_extras(angle) if a != addr)
             bare = []
-        elif angle is not None:  # `<a b@c>`: what looks like an address still counts
+        else:
+            # The joined reading first (it is what RFC 5322 and the server read);
+            # the words' own addresses still count.
+            bare = [*joined, *bare]
+        if angle is not None and addr is None:
+            # `<a b@c>`: what looks like an address still counts
             bare += [a for w in angle.split() if "@" in w and (a := _address(w))]
         if bare:
             out.append((names, comments, bare[0]))

@@ -38,7 +38,9 @@ MIN_NAME_PART = 3
 _UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 MIN_UNSPACED_PART = 2
 _PART_PUNCTUATION = ".,;:'\"()"
-_HEADERISH = re.compile(r'[<>,;"()]')  # a display name or list, not a bare address
+# A display name, a list, or an address written with quotes, comments or
+# (folding) whitespace (`alex.roy @ example.com`): parsed, not a bare address.
+_HEADERISH = re.compile(r'[<>,;"()\s]')
 
 # An address's local part counts on its own ("@aroy", "aroy wrote") when it is
 # long enough to be a handle and is not a shared role mailbox (RFC 2142 and the

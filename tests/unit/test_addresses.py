@@ -21,7 +21,9 @@ from app.mail.addresses import (
     normalize_email,
     parse_address_list,
 )
+from app.mail.clean import assess_for_clean
 from app.mail.identity import Identity
+from app.mail.mime import parse_message
 
 # ---------------------------------------------------------------------- addresses
 
@@ -303,6 +305,136 @@ def test_fast_path_agrees_with_the_tokenizer(items: list[tuple[str, str, str, st
     ]
 
 
+# Addresses written the way RFC 5322 allows but plain mailers do not: a quoted
+# local part, comments and folding whitespace inside the addr-spec. Dovecot
+# (ENVELOPE, SEARCH TO) reads the person in each; so must the parser, or a
+# message addressed to them becomes a /clean candidate.
+ADDR_SPEC_FORMS = [
+    # T1: a quoted local part
+    ('"alex.roy"@example.com', [("", "alex.roy@example.com")]),
+    ('Alex <"alex.roy"@example.com>', [("Alex", "alex.roy@example.com")]),
+    ('"alex"."roy"@example.com', [("", "alex.roy@example.com")]),
+    ('"Alex.Roy"@Example.COM, b@x.example', [("", "alex.roy@example.com"), ("", "b@x.example")]),
+    ('"alex.roy" @ example.com', [("", "alex.roy@example.com")]),
+    # T2: comments inside the addr-spec
+    ("alex.roy(work)@example.com", [("work", "alex.roy@example.com")]),
+    ("alex.roy@(comment)example.com", [("comment", "alex.roy@example.com")]),
+    ("alex.roy@example.com(comment)", [("comment", "alex.roy@example.com")]),
+    ("Alex <alex.roy(work)@example.com>", [("Alex", "alex.roy@example.com")]),
+    ("Alex <alex.roy@(x)example.com (y)>", [("Alex", "alex.roy@example.com")]),
+    # T3: whitespace around "@" and the dots
+    ("Alex <alex.roy @ example.com>", [("Alex", "alex.roy@example.com")]),
+    ("<alex . roy @ example . com>", [("", "alex.roy@example.com")]),
+    ("alex.roy @ example.com", [("", "alex.roy@example.com")]),
+    ("alex.roy@ example.com, b@x.example", [("", "alex.roy@example.com"), ("", "b@x.example")]),
+    # `roy@example` is what the words say on their own: kept, erring towards inclusion
+    ("alex . roy@example . com", [("", "alex.roy@example.com"), ("", "roy@example")]),
+    # T4: folded inside the address (CRLF kept, or removed by the header unfolding)
+    ("Partners <aroy@\r\n example.com>", [("Partners", "aroy@example.com")]),
+    ("Partners <aroy@ example.com>", [("Partners", "aroy@example.com")]),
+    ("Partners <aroy\r\n\t@example.com>", [("Partners", "aroy@example.com")]),
+    ("aroy@\r\n example.com", [("", "aroy@example.com")]),
+    ('"Roy, Alex" <aroy\r\n @ example.com>', [("Roy, Alex", "aroy@example.com")]),
+    ("team: alex.roy @\r\n example.com;", [("", "alex.roy@example.com")]),
+    # a quoted local part that needs its quotes keeps them (it must not vanish)
+    ('"alex roy"@example.com', [("", '"alex roy"@example.com')]),
+    ('<"alex roy"@example.com>', [("", '"alex roy"@example.com')]),
+    (r'"al\"ex"@example.com', [("", r'"al\"ex"@example.com')]),
+]
+
+
+@pytest.mark.parametrize(("header", "expected"), ADDR_SPEC_FORMS)
+def test_addr_specs_with_quotes_comments_and_folding(
+    header: str, expected: list[tuple[str, str]]
+) -> None:
+    assert parse_address_list(header) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        # a dot in an unquoted display name does not join it to anything
+        ("John Q. Public <jqp@x.example>", [("John Q. Public", "jqp@x.example")]),
+        ("J. Random Hacker <j@x.example>", [("J. Random Hacker", "j@x.example")]),
+        # beside `<...>` a name keeps its words; an address they spell comes after
+        ("Alex @ Work <a@x.example>", [("Alex Work", "a@x.example"), ("", "alex@work")]),
+        # the RFC reading first; the word's own address still counts
+        (
+            "Dr. alex.roy@example.com",
+            [("", "dr.alex.roy@example.com"), ("", "alex.roy@example.com")],
+        ),
+        # two addresses are never joined into one
+        ("a@x.example. b @ y.example", [("", "b@y.example"), ("", "a@x.example.")]),
+        ("a@x.example @ y.example", [("y.example", "a@x.example")]),
+        # an address inside a quoted local part still counts
+        (
+            '"alex.roy@example.com"@evil.example',
+            [
+                ("alex.roy@example.com", '"alex.roy@example.com"@evil.example'),
+                ("", "alex.roy@example.com"),
+            ],
+        ),
+        ("<a b@c>", [("", "b@c")]),
+        # an address read from `<...>` with its comments and spaces, and what its
+        # words or comments hold besides
+        ("<a@x.example (b@y.example)>", [("", "a@x.example"), ("", "b@y.example")]),
+        ("<. a@x.example>", [("", ".a@x.example"), ("", "a@x.example")]),
+        # an encoded word beside a joined address is still decoded and searched
+        # (its mailbox's words all stay in the name, as they were)
+        (
+            "=?utf-8?q?bob=40x.example?= alex.roy @ example.com",
+            [
+                ("bob@x.example alex.roy example.com", "alex.roy@example.com"),
+                ("", "bob@x.example"),
+            ],
+        ),
+        ('"" @x.example', [("", '""@x.example')]),
+        ("@ x.example, a @, @", []),
+    ],
+)
+def test_joining_addr_spec_words_keeps_names_and_other_addresses(
+    header: str, expected: list[tuple[str, str]]
+) -> None:
+    assert parse_address_list(header) == expected
+
+
+DOT_ATOM_LOCAL = st.from_regex(r"[a-zA-Z0-9+_-]{1,8}(\.[a-zA-Z0-9+_-]{1,8}){0,2}", fullmatch=True)
+CFWS = st.sampled_from(["", " ", "\t", "\r\n ", "\r\n\t", "(c)", " (a b) ", "\r\n (x)\r\n "])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["bare", "angle", "quoted", "angle_quoted"]),
+            DOT_ATOM_LOCAL,
+            DOMAIN,
+            st.lists(CFWS, min_size=12, max_size=12),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([", ", ",", " , ", ";", ",\r\n "]),
+)
+def test_comments_and_folding_inside_an_address_never_lose_it(
+    items: list[tuple[str, str, str, list[str]]], separator: str
+) -> None:
+    """RFC 5322 allows CFWS around every "@" and dot of an addr-spec (obs-local-
+    part, obs-domain) and a quoted local part; however an address is written
+    so, it comes back as itself."""
+    parts = []
+    for style, local, domain, spaces in items:
+        gaps = iter(spaces)
+        pieces = local.split(".") if "quoted" not in style else [f'"{local}"']
+        spec = f"{next(gaps)}.{next(gaps)}".join(pieces)
+        spec += f"{next(gaps)}@{next(gaps)}"
+        spec += f"{next(gaps)}.{next(gaps)}".join(domain.split("."))
+        parts.append(f"Name <{spec}>" if style.startswith("angle") else spec)
+    header = separator.join(parts)
+    parsed = {addr for _, addr in parse_address_list(header)}
+    assert {f"{local}@{domain}".lower() for _, local, domain, _ in items} <= parsed
+
+
 # ----------------------------------------------------------------------- identity
 
 ME = Identity("Alex.Roy@Example.com", "Alex Roy", ("aroy@netskope.com", " AROY@example.com "))
@@ -334,6 +466,65 @@ def test_addresses_are_normalized_email_and_aliases() -> None:
 )
 def test_is_recipient(to: list[str], cc: list[str], expected: bool) -> None:
     assert ME.is_recipient(to, cc) is expected
+
+
+@pytest.mark.parametrize(("header", "expected"), ADDR_SPEC_FORMS)
+def test_the_person_is_a_recipient_however_their_address_is_written(
+    header: str, expected: list[tuple[str, str]]
+) -> None:
+    addrs = [addr for _, addr in expected]
+    # Every form above is alex.roy@ or aroy@example.com, except the local parts
+    # that keep their quotes (`"alex roy"@example.com` is another mailbox).
+    mine = not any(a.startswith('"') for a in addrs)
+    assert bool(ME.addresses & set(addrs)) is mine
+    # as the mirror stores it (parsed addresses) and as a raw header value
+    assert ME.is_recipient(addrs, []) is mine
+    assert ME.is_recipient([], addrs) is mine
+    assert ME.is_recipient([header], []) is mine
+    assert ME.is_recipient([], [header]) is mine
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        b'"alex.roy"@example.com',
+        b"alex.roy(work)@example.com",
+        b"alex.roy@(comment)example.com",
+        b"alex.roy@example.com(comment)",
+        b"Alex <alex.roy @ example.com>",
+        b"alex . roy@example . com",
+        b"Partners <aroy@\r\n example.com>",
+        b"Partners <aroy@\r\n\texample.com>",
+        b"J\xc3\xb6rg <alex.roy @\r\n example.com>",
+    ],
+)
+def test_a_parsed_message_addressed_that_way_is_never_a_clean_candidate(to: bytes) -> None:
+    raw = b"From: news@x.example\r\nTo: " + to + b"\r\nSubject: hi\r\n\r\nbody\r\n"
+    parsed = parse_message(raw, identity=ME)
+    assert ME.is_recipient(parsed.to_addrs, parsed.cc_addrs)
+    assert ME.is_recipient((), parsed.to_addrs)  # the same in CC
+    row = _Row(parsed.to_addrs, ME.fingerprint)
+    verdict = assess_for_clean(row, ME)
+    assert not verdict.candidate and verdict.reason == "addressed to you (To/CC)"
+    assert assess_for_clean(_Row((), ME.fingerprint), ME).candidate  # what the bug let through
+
+
+class _Row:
+    """A bulk-looking mirror row, checked and found not to mention the person."""
+
+    def __init__(self, to_addrs: tuple[str, ...], fingerprint: str) -> None:
+        self.from_addr = "news@x.example"
+        self.to_addrs = list(to_addrs)
+        self.cc_addrs: list[str] = []
+        self.subject = "Weekly digest"
+        self.body_excerpt = "unsubscribe"
+        self.flags: list[str] = []
+        self.list_unsubscribe = "<mailto:u@x.example>"
+        self.list_id = "news.x.example"
+        self.precedence = "bulk"
+        self.auto_submitted = None
+        self.mentions_you = False
+        self.mention_identity = fingerprint
 
 
 def test_is_recipient_accepts_any_iterable() -> None:
