@@ -298,8 +298,9 @@ async def stale_mention_rows(
 async def update_mentions(
     conn: AsyncConnection[Any], folder: str, uidvalidity: int, messages: Sequence[FetchedMessage]
 ) -> None:
-    """Store re-evaluated verdicts and the scores computed with them (the rescore
-    job); other columns are untouched."""
+    """Store re-evaluated verdicts, the scores computed with them and the
+    recipients they were computed from (the rescore job); other columns are
+    untouched."""
     rows = [
         {
             "folder": folder,
@@ -307,6 +308,10 @@ async def update_mentions(
             "uid": m.uid,
             "mentions_you": m.mentions_you,
             "mention_identity": m.mention_identity,
+            "to_addrs": list(m.parsed.to_addrs),
+            "cc_addrs": list(m.parsed.cc_addrs),
+            "to_display": m.parsed.to_display,
+            "cc_display": m.parsed.cc_display,
             **(m.scores.columns() if m.scores is not None else UNSCORED),
         }
         for m in messages

@@ -222,6 +222,12 @@ async def test_changing_the_identity_rescores_every_row_and_nothing_is_proposed_
     assert meanwhile_job is not None and meanwhile_job.job_id == first.job_id
     async with pool.connection() as conn:
         await conn.execute("UPDATE emails SET mention_identity = NULL WHERE uid = 1")
+        # Recipients an older parser missed (as it did `"alex.roy"@x`) are read
+        # again from the rescore's fetch, with the verdict decided from them.
+        recipients = await (
+            await conn.execute("SELECT uid, to_addrs, cc_addrs FROM emails ORDER BY uid")
+        ).fetchall()
+        await conn.execute("UPDATE emails SET to_addrs = '{}', cc_addrs = '{}'")
 
     settings = settings_for(CAROL, sync_batch_size=3)
     async with running_executor(str(pool.conninfo), imap_account, settings=settings):
@@ -231,6 +237,11 @@ async def test_changing_the_identity_rescores_every_row_and_nothing_is_proposed_
 
     stored = await verdicts(pool)
     assert {fp for _, fp in stored.values()} == {CAROL.fingerprint}
+    async with pool.connection() as conn:
+        again_read = await (
+            await conn.execute("SELECT uid, to_addrs, cc_addrs FROM emails ORDER BY uid")
+        ).fetchall()
+    assert again_read == recipients
     carol_named = {s for s, (m, _) in stored.items() if m}
     # Carol Diaz writes in the digest, is quoted in the reply and owns an issue.
     assert {"dev Digest, Vol 42, Issue 17", "Re: flaky cache test"} <= carol_named

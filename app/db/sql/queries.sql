@@ -526,8 +526,12 @@ GROUP BY e.folder, e.uidvalidity
 ORDER BY e.folder;
 
 -- name: update_mentions
--- A re-decided verdict comes with the scores computed from the same fetch.
+-- A re-decided verdict comes with the scores computed from the same fetch, and
+-- the recipients read from it (a parser fix, such as addresses written with
+-- comments or quotes, reaches the rows the scores are decided from).
 UPDATE emails SET mentions_you = %(mentions_you)s, mention_identity = %(mention_identity)s,
+    to_addrs = %(to_addrs)s, cc_addrs = %(cc_addrs)s,
+    to_display = %(to_display)s, cc_display = %(cc_display)s,
     triage_category = %(triage_category)s, triage_confidence = %(triage_confidence)s,
     triage_reasons = %(triage_reasons)s, triage_zoom = %(triage_zoom)s,
     clean_candidate = %(clean_candidate)s, clean_confidence = %(clean_confidence)s,
