@@ -125,9 +125,14 @@ async def test_finished_job_whose_events_were_all_seen_is_204(
     assert r.status_code == 200
 
 
-async def test_bad_resume_point_is_422(client: httpx.AsyncClient, store: JobStore) -> None:
+@pytest.mark.parametrize("bad", ["abc", "+1", "1_0", "-1", "1.5", "\u0661"])
+async def test_bad_resume_point_is_422(
+    client: httpx.AsyncClient, store: JobStore, bad: str
+) -> None:
     job = await store.enqueue("sync")
-    r = await client.get(f"/api/jobs/{job.job_id}/events", headers={"Last-Event-ID": "abc"})
+    r = await client.get(
+        f"/api/jobs/{job.job_id}/events", headers={"Last-Event-ID": bad.encode("utf-8")}
+    )
     assert r.status_code == 422 and r.json()["error"]
 
 

@@ -176,10 +176,11 @@ async def _backlog(store: JobStore, job_id: uuid.UUID, after: int) -> AsyncItera
 
 def _resume_point(last_event_id: str | None, after: int | None) -> int:
     raw = last_event_id if last_event_id not in (None, "") else after
-    try:
-        value = int(raw) if raw is not None else 0
-    except ValueError:
-        raise HTTPException(422, "Last-Event-ID must be an event seq (an integer)") from None
+    # Digits only: int() would also take "+12", "1_2" and " 12 ", which no
+    # server ever sent as an event id.
+    if isinstance(raw, str) and not (raw.isascii() and raw.isdigit()):
+        raise HTTPException(422, "Last-Event-ID must be an event seq (an integer)")
+    value = int(raw) if raw is not None else 0
     if not 0 <= value <= MAX_SEQ:
         raise HTTPException(422, f"the resume point must be an event seq from 0 to {MAX_SEQ}")
     return value
