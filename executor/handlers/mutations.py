@@ -24,9 +24,9 @@ and recorded with the UID found there, or reported; never guessed. Undo
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
@@ -49,6 +49,7 @@ from executor.context import JobContext, PermanentJobError
 from executor.folder_lock import folder_lock
 
 SEEN = "\\Seen"
+T = TypeVar("T")
 BATCH = 50  # messages per IMAP batch unless the payload's `batch_size` says (1..500)
 RECONCILED = "found in the target by exact Message-ID after an interrupted attempt"
 FOLDER_CHANGED = "the folder changed since the approval (UIDVALIDITY differs); not touched"
@@ -186,6 +187,32 @@ def plan_for(job_type: JobType, params: dict[str, Any]) -> Plan:
             return Plan(None, add=(label,))
         return Plan(label, copy_only=True)  # not a valid keyword: label as a folder (copy there)
     raise PermanentJobError(f"{job_type} is not a mutation")
+
+
+def distinct_batches(
+    items: Sequence[T], size: int, message_id: Callable[[T], str | None]
+) -> list[list[T]]:
+    """Batches of at most `size`, in order, no two items of one sharing a
+    Message-ID: a move or copy whose answer was lost is found afterwards by its
+    Message-ID above the target's UIDNEXT before that batch, and two copies of
+    one Message-ID there could not be told apart (both were recorded failed and
+    never put back). A twin goes to the next batch that holds none of its kin."""
+    batches: list[list[T]] = []
+    last: dict[str, int] = {}  # Message-ID -> the last batch holding it
+    first_open = 0
+    for item in items:
+        mid = message_id(item)
+        index = first_open if mid is None else max(first_open, last.get(mid, -1) + 1)
+        while index < len(batches) and len(batches[index]) >= size:
+            index += 1
+        if index == len(batches):
+            batches.append([])
+        batches[index].append(item)
+        if mid is not None:
+            last[mid] = index
+        while first_open < len(batches) and len(batches[first_open]) >= size:
+            first_open += 1
+    return batches
 
 
 def by_folder(targets: Iterable[Target]) -> dict[str, list[Target]]:
@@ -335,8 +362,8 @@ class MutationRun:
             redo += await self.reconcile(client, folder, validity, present, lookups, write)
         if write.outcomes:
             await self.commit(folder, validity, write, f"{folder}: resumed")
-        for start in range(0, len(redo), self.batch):
-            await self.apply_batch(client, folder, validity, redo[start : start + self.batch])
+        for batch in distinct_batches(redo, self.batch, lambda t: t.message_id):
+            await self.apply_batch(client, folder, validity, batch)
 
     async def reconcile(
         self,

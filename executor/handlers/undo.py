@@ -38,6 +38,7 @@ from executor.handlers.mutations import (
     announce_start,
     approved_work,
     change_summary,
+    distinct_batches,
     plan_for,
     settlement,
 )
@@ -201,8 +202,7 @@ class UndoRun:
             # The mirror fence of both folders: no sync reads them and writes
             # rows while messages move between them (folder_lock.py).
             async with folder_lock(ctx, folder, restore):
-                for start in range(0, len(group), self.batch):
-                    batch = group[start : start + self.batch]
+                for batch in distinct_batches(group, self.batch, lambda i: i.change.message_id):
                     if removes_copy:
                         await self.remove_copies(client, folder, validity, restore, batch)
                     else:
@@ -367,6 +367,11 @@ class UndoRun:
                         item.at = (folder, validity, place.uid)
                         continue
                     if not place.message_id:
+                        continue
+                    if place.uid is not None and place.uidvalidity == validity:
+                        # The exact UID is gone, and UIDs are never handed out
+                        # twice: a message with its Message-ID there now is
+                        # another one (a twin the job moved in a later batch).
                         continue
                     floor = place.floor if place.uidvalidity == validity else None
                     hits = await ctx.imap.call(

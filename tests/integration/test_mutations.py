@@ -6,6 +6,8 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
+
 from app.config import ImapAccount, Settings
 from app.graph.deps import GraphDeps
 from app.graph.offline_model import ScriptedPlanner
@@ -286,6 +288,94 @@ async def test_a_move_whose_answer_was_lost_is_reconciled_by_exact_message_id_on
     async with running_executor(str(pool.conninfo), imap_account, workers=1):
         undone = await wait_for_job(store, undo.job_id)
     assert undone.status is JobStatus.COMPLETED, undone.error
+    assert await asyncio.to_thread(mailbox, imap_account) == prior
+
+
+def append_twins(account: ImapAccount) -> list[dict[str, Any]]:
+    """INBOX: three messages with Message-IDs of their own, and two (one read,
+    one not) that share one (a list copy beside a direct one, migrated mail);
+    returned as approval rows."""
+    client = imap_connect(account)
+    try:
+        for mid, subject, flags in [
+            ("own-1@x", "one", []),
+            ("twin@x", "twin a", []),
+            ("own-2@x", "two", []),
+            ("twin@x", "twin b", ["\\Seen"]),
+            ("own-3@x", "three", []),
+        ]:
+            raw = (
+                f"Message-ID: <{mid}>\r\nFrom: a@example.org\r\nTo: b@example.org\r\n"
+                f"Subject: {subject}\r\n\r\nbody\r\n"
+            )
+            client.append("INBOX", raw.encode(), flags=flags)
+        info = client.select_folder("INBOX", readonly=True)
+        state = imap_ops.fetch_state(client, client.search("ALL"))
+        return [
+            {
+                "folder": "INBOX",
+                "uidvalidity": int(info[b"UIDVALIDITY"]),
+                "uid": uid,
+                "message_id": mid,
+                "subject": "",
+            }
+            for uid, (_flags, mid) in sorted(state.items())
+        ]
+    finally:
+        client.logout()
+
+
+@pytest.mark.parametrize(
+    ("job_type", "params", "change"),
+    [
+        (JobType.CLEAN, {"target_folder": CLEANED}, "move_uids"),
+        (JobType.LABEL, {"label": "Keep Me"}, "copy_uids"),  # a label that is a folder: COPY
+    ],
+)
+async def test_twins_sharing_a_message_id_are_found_after_a_lost_answer_and_undone(
+    store: JobStore,
+    pool: Any,
+    imap_account: ImapAccount,
+    monkeypatch: Any,
+    job_type: JobType,
+    params: dict[str, Any],
+    change: str,
+) -> None:
+    """The connection drops after the server moved (or copied) a batch. The retry
+    finds each copy by its Message-ID above the target's UIDNEXT before the
+    batch: two copies of one Message-ID there could not be told apart, so both
+    were recorded failed and undo left them in the target, the unread one read.
+    Twins now never share a batch."""
+    rows = await asyncio.to_thread(append_twins, imap_account)
+    prior = await asyncio.to_thread(mailbox, imap_account)
+    real = getattr(imap_ops, change)
+    dropped: list[int] = []
+
+    def then_drop(client: Any, uids: Any, target: str) -> Any:
+        result = real(client, uids, target)
+        if not dropped:
+            dropped.extend(uids)
+            raise imap_ops.IMAPClientAbortError("connection reset after the change")
+        return result
+
+    monkeypatch.setattr(imap_ops, change, then_drop)
+    job = await approve_rows(store, job_type, rows, batch_size=10, **params)
+    async with running_executor(str(pool.conninfo), imap_account, workers=1):
+        done = await wait_for_job(store, job.job_id, timeout=90)
+    monkeypatch.undo()
+    assert done.status is JobStatus.COMPLETED, done.error
+    assert len(dropped) == 4  # the first batch: everything but the second twin
+    changes = await store.job_changes(job.job_id)
+    assert {c.state for c in changes} == {ChangeState.APPLIED}, [c.reason for c in changes]
+    undo = await undo_everything_recorded(store, pool, done, batch_size=10)
+    if job_type is JobType.CLEAN:  # the undo's own move back loses its answer too
+        dropped.clear()
+        monkeypatch.setattr(imap_ops, change, then_drop)
+    async with running_executor(str(pool.conninfo), imap_account, workers=1):
+        undone = await wait_for_job(store, undo.job_id, timeout=90)
+    monkeypatch.undo()
+    assert undone.status is JobStatus.COMPLETED, undone.error
+    assert job_type is not JobType.CLEAN or len(dropped) == 4
     assert await asyncio.to_thread(mailbox, imap_account) == prior
 
 
