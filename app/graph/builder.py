@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ from langgraph.prebuilt import ToolNode
 
 from app.graph.approval import make_nodes
 from app.graph.deps import GraphDeps
-from app.graph.model_failures import MALFORMED, describe_failure, status_of
+from app.graph.model_failures import EMPTY, MALFORMED, describe_failure, status_of
 from app.graph.prompts import SYSTEM_PROMPT
 from app.graph.state import ChatState
 from app.graph.tools import MUTATION_TOOLS, make_tools
@@ -36,19 +37,32 @@ def build_graph(
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     tools = make_tools(deps)
     bound = model.bind_tools(tools)
+    settings = deps.settings
+    deadline = settings.chat_timeout * (settings.chat_max_retries + 1) + 5
 
     async def agent(state: ChatState) -> dict[str, Any]:
         """One model turn. A provider that fails (after its client's bounded
         retries) or answers with a tool call it garbled ends the turn with one
         readable message, so the thread stays usable for the next one."""
         try:
-            reply = await bound.ainvoke([SystemMessage(SYSTEM_PROMPT), *state["messages"]])
+            # The client's timeout bounds each read, so a provider that keeps
+            # sending a little never times out by itself (and holds the thread's
+            # lock): the whole request, retries included, gets a deadline too.
+            async with asyncio.timeout(deadline):
+                reply = await bound.ainvoke([SystemMessage(SYSTEM_PROMPT), *state["messages"]])
         except Exception as exc:  # any provider, any failure: the chat carries on
             log.warning("chat model failed: %s (status %s)", type(exc).__name__, status_of(exc))
             return {"messages": [AIMessage(describe_failure(exc))]}
-        if isinstance(reply, AIMessage) and reply.invalid_tool_calls:
-            log.warning("chat model sent %d malformed tool call(s)", len(reply.invalid_tool_calls))
-            return {"messages": [AIMessage(MALFORMED)]}
+        if isinstance(reply, AIMessage):
+            calls = reply.tool_calls
+            if reply.invalid_tool_calls or len({c["id"] for c in calls}) < len(calls):
+                # Garbled arguments, or two calls under one id (the card and the
+                # approvals are keyed by it: one would hide the other).
+                log.warning("chat model sent malformed tool call(s)")
+                return {"messages": [AIMessage(MALFORMED)]}
+            if not calls and not str(reply.text).strip():
+                log.warning("chat model sent an empty answer")
+                return {"messages": [AIMessage(EMPTY)]}
         return {"messages": [reply]}
 
     propose, approval = make_nodes(deps)

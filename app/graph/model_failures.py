@@ -10,6 +10,7 @@ MALFORMED = (
     "The model asked for an action in a form I could not read (a malformed tool call), "
     f"so I did nothing. {NOTHING_CHANGED}"
 )
+EMPTY = f"The model sent an empty answer. {NOTHING_CHANGED}"
 TOO_MANY_STEPS = (
     "The model kept calling tools without finishing, so I stopped it. " + NOTHING_CHANGED
 )
@@ -38,6 +39,8 @@ def describe_failure(exc: BaseException) -> str:
         what = "The model provider refused the API key (check the provider's key setting)."
     elif status is not None and status >= 500:
         what = f"The model provider had an error (HTTP {status})."
+    elif status is not None and status < 300:  # a 2xx the client could not read
+        what = f"The model provider sent an answer I could not read (HTTP {status})."
     elif status is not None:
         what = f"The model provider refused the request (HTTP {status})."
     elif "Connection" in name or isinstance(exc, ConnectionError | OSError):

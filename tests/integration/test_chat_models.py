@@ -6,6 +6,7 @@ executor and Dovecot, streaming, edits, and a model or provider that misbehaves.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -16,8 +17,8 @@ import pytest
 from app.config import ImapAccount, Settings
 from app.graph.chat_model import load_chat_model
 from app.graph.deps import GraphDeps
-from app.graph.model_failures import MALFORMED
-from app.graph.service import ChatService
+from app.graph.model_failures import EMPTY, MALFORMED
+from app.graph.service import ChatService, ChatTurn
 from app.graph.tools.results import MAIL_CLOSE, MAIL_OPEN
 from app.jobs.models import JobStatus, JobType
 from app.jobs.store import JobStore
@@ -312,6 +313,45 @@ async def test_a_provider_that_does_not_answer_in_time(
     assert "did not answer in time" in turn.messages[-1].text
     fake.script(text("Sorry for the wait."))
     assert (await chat.send(turn.thread_id, "hello?")).messages[-1].text == "Sorry for the wait."
+
+
+async def test_a_provider_that_keeps_sending_a_little_is_cut_off_at_the_deadline(
+    pool: Any, store: JobStore, fake: FakeOpenAI
+) -> None:
+    """The client's timeout bounds each read, and every chunk restarts it: a
+    trickle never ended, and held the thread's lock all along. The whole
+    request has a deadline (timeout x (1 + retries) + 5 s)."""
+    chat = await make_chat(pool, store, chat_timeout=0.5, chat_max_retries=0)
+    fake.script(text("and " * 2000, delay=0.05))  # 100 s of tokens
+    began = time.monotonic()
+    turn = None
+    async for item in chat.stream_send(None, "hello?"):
+        if isinstance(item, ChatTurn):
+            turn = item
+    assert turn is not None and time.monotonic() - began < 15
+    assert "did not answer in time" in turn.messages[-1].text
+    fake.script(text("Sorry for the wait."))
+    assert (await chat.send(turn.thread_id, "hello?")).messages[-1].text == "Sorry for the wait."
+
+
+async def test_an_empty_answer_or_two_calls_under_one_id_say_so_and_change_nothing(
+    chat: ChatService, fake: FakeOpenAI, store: JobStore
+) -> None:
+    fake.script(text(""))
+    turn = await chat.send(None, "hi")
+    assert turn.messages[-1].text == EMPTY
+    # Two calls under one id: the card and its approvals are keyed by the id, so
+    # one would hide the other (a card listing messages no job would touch).
+    fake.script(
+        calls(
+            ("mark_read", {"messages": ["INBOX:1:1"]}),
+            ("move_emails", {"messages": ["INBOX:1:2"], "target_folder": "Reading"}),
+            ids=("dup", "dup"),
+        )
+    )
+    turn = await chat.send(turn.thread_id, "do both")
+    assert turn.interrupt is None and turn.messages[-1].text == MALFORMED
+    assert await all_jobs(store) == []
 
 
 async def test_a_malformed_tool_call_changes_nothing_and_says_so(

@@ -51,6 +51,10 @@ class Text:
 class Calls:
     calls: tuple[tuple[str, str], ...]  # (name, arguments as sent: JSON text or not)
     content: str = ""
+    ids: tuple[str, ...] | None = None  # the calls' ids as sent; fresh unique ones if None
+
+    def call_id(self, i: int) -> str:
+        return self.ids[i] if self.ids is not None else f"call_{i}_{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,10 @@ def text(content: str, *, delay: float = 0.0) -> Text:
     return Text(content, delay)
 
 
-def calls(*named: tuple[str, dict[str, Any]], content: str = "") -> Calls:
-    return Calls(tuple((name, json.dumps(args)) for name, args in named), content)
+def calls(
+    *named: tuple[str, dict[str, Any]], content: str = "", ids: tuple[str, ...] | None = None
+) -> Calls:
+    return Calls(tuple((name, json.dumps(args)) for name, args in named), content, ids)
 
 
 def raw_call(name: str, arguments: str) -> Calls:
@@ -182,7 +188,7 @@ def _completion(reply: Text | Calls, model: str) -> dict[str, Any]:
         finish = "tool_calls"
         message["tool_calls"] = [
             {
-                "id": f"call_{i}_{uuid.uuid4().hex[:8]}",
+                "id": reply.call_id(i),
                 "type": "function",
                 "function": {"name": name, "arguments": arguments},
             }
@@ -222,7 +228,7 @@ async def _chunks(reply: Text | Calls, model: str) -> AsyncIterator[bytes]:
         if reply.content:
             yield chunk({"content": reply.content})
         for i, (name, arguments) in enumerate(reply.calls):
-            call_id = f"call_{i}_{uuid.uuid4().hex[:8]}"
+            call_id = reply.call_id(i)
             yield chunk(
                 {
                     "tool_calls": [
