@@ -32,6 +32,18 @@ def route_after_agent(state: ChatState) -> str:
     return "tools"
 
 
+def cut_off(reply: AIMessage) -> bool:
+    """An OpenAI-style reply that ended without a finish reason (the stream was
+    cut), or ran out of tokens: LangChain repairs half-sent tool-call arguments
+    into valid ones (`parse_partial_json`), so such a call would become a card
+    for an action the model never finished asking for. Other providers' replies
+    are left alone (their finish fields differ and are not tested here)."""
+    meta = reply.response_metadata or {}
+    if meta.get("model_provider") != "openai":
+        return False
+    return meta.get("finish_reason") in (None, "", "length")
+
+
 def build_graph(
     deps: GraphDeps, model: BaseChatModel, checkpointer: BaseCheckpointSaver[Any] | None = None
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
@@ -55,9 +67,13 @@ def build_graph(
             return {"messages": [AIMessage(describe_failure(exc))]}
         if isinstance(reply, AIMessage):
             calls = reply.tool_calls
-            if reply.invalid_tool_calls or len({c["id"] for c in calls}) < len(calls):
-                # Garbled arguments, or two calls under one id (the card and the
-                # approvals are keyed by it: one would hide the other).
+            if (
+                reply.invalid_tool_calls
+                or len({c["id"] for c in calls}) < len(calls)
+                or (calls and cut_off(reply))
+            ):
+                # Garbled or cut-off arguments, or two calls under one id (the card
+                # and the approvals are keyed by it: one would hide the other).
                 log.warning("chat model sent malformed tool call(s)")
                 return {"messages": [AIMessage(MALFORMED)]}
             if not calls and not str(reply.text).strip():

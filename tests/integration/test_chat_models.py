@@ -6,6 +6,7 @@ executor and Dovecot, streaming, edits, and a model or provider that misbehaves.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,7 @@ from app.jobs.store import JobStore
 from tests.integration.test_executor_sync import seed
 from tests.support.executor_harness import running_executor, server_state, wait_for_job
 from tests.support.fake_openai import (
+    Calls,
     FakeOpenAI,
     calls,
     hang,
@@ -352,6 +354,29 @@ async def test_an_empty_answer_or_two_calls_under_one_id_say_so_and_change_nothi
     turn = await chat.send(turn.thread_id, "do both")
     assert turn.interrupt is None and turn.messages[-1].text == MALFORMED
     assert await all_jobs(store) == []
+
+
+async def test_a_tool_call_whose_stream_was_cut_is_malformed_not_a_card(
+    chat: ChatService, fake: FakeOpenAI, store: JobStore
+) -> None:
+    """Cut halfway through `"target_folder": "Archive"`, the arguments would be
+    repaired into a move to "Arch": the person would see a card for an action
+    the model never finished asking for."""
+    args = {"messages": ["INBOX:1:1", "INBOX:1:2"], "target_folder": "Archive"}
+    fake.script(Calls((("move_emails", json.dumps(args)),), cut=True))
+    turn = None
+    async for item in chat.stream_send(None, "move them"):
+        if isinstance(item, ChatTurn):
+            turn = item
+    assert turn is not None and turn.interrupt is None
+    assert turn.messages[-1].text == MALFORMED
+    assert await all_jobs(store) == []
+    # The same call, streamed whole: a card as ever.
+    fake.script(Calls((("move_emails", json.dumps(args)),)))
+    async for item in chat.stream_send(turn.thread_id, "move them"):
+        if isinstance(item, ChatTurn):
+            turn = item
+    assert turn.interrupt is not None or turn.messages[-1].text != MALFORMED
 
 
 async def test_a_malformed_tool_call_changes_nothing_and_says_so(

@@ -52,6 +52,7 @@ class Calls:
     calls: tuple[tuple[str, str], ...]  # (name, arguments as sent: JSON text or not)
     content: str = ""
     ids: tuple[str, ...] | None = None  # the calls' ids as sent; fresh unique ones if None
+    cut: bool = False  # streamed: the connection ends halfway through the arguments
 
     def call_id(self, i: int) -> str:
         return self.ids[i] if self.ids is not None else f"call_{i}_{uuid.uuid4().hex[:8]}"
@@ -244,6 +245,8 @@ async def _chunks(reply: Text | Calls, model: str) -> AsyncIterator[bytes]:
             half = len(arguments) // 2  # arguments arrive in pieces, as OpenAI sends them
             for part in (arguments[:half], arguments[half:]):
                 yield chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]})
+                if reply.cut:
+                    return  # no finish reason, no [DONE]: the stream just stops
         yield chunk({}, "tool_calls")
     yield b"data: [DONE]\n\n"
 
