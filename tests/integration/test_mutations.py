@@ -252,6 +252,24 @@ async def test_seen_set_before_a_failed_move_is_recorded_and_undone(
     assert await asyncio.to_thread(mailbox, imap_account) == prior  # unread again
 
 
+def lose_the_first_answer(monkeypatch: Any, change: str) -> list[int]:
+    """`imap_ops.<change>` (a MOVE or COPY) does its work on the server, then,
+    the first time, the connection drops before its answer is read: the UIDs
+    of that batch are returned (filled in when it happens)."""
+    real = getattr(imap_ops, change)
+    dropped: list[int] = []
+
+    def then_drop(client: Any, uids: Any, target: str) -> Any:
+        result = real(client, uids, target)
+        if not dropped:
+            dropped.extend(uids)
+            raise imap_ops.IMAPClientAbortError("connection reset after the change")
+        return result
+
+    monkeypatch.setattr(imap_ops, change, then_drop)
+    return dropped
+
+
 async def test_a_move_whose_answer_was_lost_is_reconciled_by_exact_message_id_on_retry(
     store: JobStore, pool: Any, imap_account: ImapAccount, monkeypatch: Any
 ) -> None:
@@ -260,17 +278,7 @@ async def test_a_move_whose_answer_was_lost_is_reconciled_by_exact_message_id_on
     await synced(store, pool, imap_account, count=20)
     prior = await asyncio.to_thread(mailbox, imap_account)
     rows = await inbox_rows(pool, 6)
-    real_move = imap_ops.move_uids
-    dropped: list[int] = []
-
-    def move_then_drop(client: Any, uids: Any, target: str) -> Any:
-        result = real_move(client, uids, target)
-        if not dropped:
-            dropped.extend(uids)
-            raise imap_ops.IMAPClientAbortError("connection reset after MOVE")
-        return result
-
-    monkeypatch.setattr(imap_ops, "move_uids", move_then_drop)
+    dropped = lose_the_first_answer(monkeypatch, "move_uids")
     job = await approve_rows(store, JobType.CLEAN, rows, target_folder=CLEANED)
     async with running_executor(str(pool.conninfo), imap_account, workers=1):
         done = await wait_for_job(store, job.job_id, timeout=90)
@@ -348,17 +356,7 @@ async def test_twins_sharing_a_message_id_are_found_after_a_lost_answer_and_undo
     Twins now never share a batch."""
     rows = await asyncio.to_thread(append_twins, imap_account)
     prior = await asyncio.to_thread(mailbox, imap_account)
-    real = getattr(imap_ops, change)
-    dropped: list[int] = []
-
-    def then_drop(client: Any, uids: Any, target: str) -> Any:
-        result = real(client, uids, target)
-        if not dropped:
-            dropped.extend(uids)
-            raise imap_ops.IMAPClientAbortError("connection reset after the change")
-        return result
-
-    monkeypatch.setattr(imap_ops, change, then_drop)
+    dropped = lose_the_first_answer(monkeypatch, change)
     job = await approve_rows(store, job_type, rows, batch_size=10, **params)
     async with running_executor(str(pool.conninfo), imap_account, workers=1):
         done = await wait_for_job(store, job.job_id, timeout=90)
@@ -369,8 +367,7 @@ async def test_twins_sharing_a_message_id_are_found_after_a_lost_answer_and_undo
     assert {c.state for c in changes} == {ChangeState.APPLIED}, [c.reason for c in changes]
     undo = await undo_everything_recorded(store, pool, done, batch_size=10)
     if job_type is JobType.CLEAN:  # the undo's own move back loses its answer too
-        dropped.clear()
-        monkeypatch.setattr(imap_ops, change, then_drop)
+        dropped = lose_the_first_answer(monkeypatch, change)
     async with running_executor(str(pool.conninfo), imap_account, workers=1):
         undone = await wait_for_job(store, undo.job_id, timeout=90)
     monkeypatch.undo()

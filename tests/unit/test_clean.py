@@ -53,6 +53,18 @@ def load(
 ) -> Row:
     """The mirror row a sync would write for this fixture."""
     raw = (FIXTURES / name).read_bytes()
+    return row_of(raw, flags, identity=identity, prefix=prefix, server_mentions=server_mentions)
+
+
+def row_of(
+    raw: bytes,
+    flags: list[str] | None = None,
+    *,
+    identity: Identity = ME,
+    prefix: int = FETCH_PREFIX,
+    server_mentions: bool | None = None,
+) -> Row:
+    """The mirror row a sync would write for these bytes."""
     message = RawMessage(
         uid=1,
         flags=tuple(flags or ()),

@@ -14,8 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from app.mail.clean import assess_for_clean
-from executor.parsing import RawMessage, parse_raw
-from tests.unit.test_clean import FIXTURES, ME, Row
+from tests.unit.test_clean import FIXTURES, ME, Row, row_of
 
 NEWSLETTER = (FIXTURES / "newsletter.eml").read_bytes().replace(b"\r\n", b"\n")
 HEAD = b"\n".join(
@@ -31,23 +30,7 @@ def _message(fields: str, body: bytes) -> bytes:
 
 
 def _row(raw: bytes) -> Row:
-    message = RawMessage(1, (), None, len(raw), None, raw)
-    [fetched], _problems = parse_raw([message], ME)
-    p = fetched.parsed
-    return Row(
-        p.from_addr,
-        list(p.to_addrs),
-        list(p.cc_addrs),
-        p.subject,
-        p.body_excerpt,
-        [],
-        p.list_unsubscribe,
-        p.list_id,
-        p.precedence,
-        p.auto_submitted,
-        fetched.mentions_you,
-        fetched.mention_identity,
-    )
+    return row_of(raw)
 
 
 def _plain(text: str) -> bytes:
