@@ -10,7 +10,9 @@ message carries a token or a client secret.
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import requests
@@ -97,21 +99,48 @@ def _issued(token: dict[str, object], sent_at: float) -> IssuedToken:
     )
 
 
-def _call(fn: object, *args: object, **kwargs: object) -> IssuedToken:
+# RFC 6749 §5.2 error codes are short ASCII words; anything else in `error` is
+# the provider's free text and is not repeated.
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+# `refresh_token=...`, `"client_secret": "..."` and the like, as a provider may
+# echo the request back in its error description.
+_SECRET_FIELD = re.compile(
+    r"""(refresh_token|access_token|client_secret|code_verifier|code|password|assertion)"""
+    r"""(["']?\s*[=:]\s*["']?)[^&\s"',}]+""",
+    re.IGNORECASE,
+)
+
+
+def _scrubbed(text: str, secrets: Sequence[str]) -> str:
+    """The provider's words without any secret the request carried: the error
+    text ends up in job errors, events and logs (SPEC §9: never a token)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _SECRET_FIELD.sub(r"\1\2[redacted]", text)
+
+
+def _call(fn: object, *args: object, secrets: Sequence[str] = (), **kwargs: object) -> IssuedToken:
     sent_at = time.time()
     try:
         token = fn(*args, timeout=TIMEOUT, **kwargs)  # type: ignore[operator]
     except OAuthError as exc:
         error = str(exc.error or "oauth_error")
+        if not _ERROR_CODE.fullmatch(error):
+            error = "oauth_error"
         if error in TRANSIENT_ERRORS:
             raise GrantUnavailable(f"the token endpoint said {error}") from None
-        raise GrantRefused(error, str(exc.description or "")) from None
+        raise GrantRefused(error, _scrubbed(str(exc.description or ""), secrets)) from None
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise GrantUnavailable(f"the token endpoint answered HTTP {status}") from None
     except (requests.RequestException, ValueError) as exc:
         raise GrantUnavailable(f"cannot reach the token endpoint ({type(exc).__name__})") from None
     return _issued(dict(token), sent_at)
+
+
+def _plain(secret: SecretStr | None) -> str:
+    return secret.get_secret_value() if secret is not None else ""
 
 
 def refresh(
@@ -121,8 +150,14 @@ def refresh(
     client_secret: SecretStr | None = None,
 ) -> IssuedToken:
     """A fresh access token for `refresh_token` (RFC 6749 §6)."""
+    secrets = (refresh_token.get_secret_value(), _plain(client_secret))
     with session(client_id, client_secret) as s:
-        return _call(s.refresh_token, token_url, refresh_token=refresh_token.get_secret_value())
+        return _call(
+            s.refresh_token,
+            token_url,
+            secrets=secrets,
+            refresh_token=refresh_token.get_secret_value(),
+        )
 
 
 def exchange_code(
@@ -139,6 +174,7 @@ def exchange_code(
         return _call(
             s.fetch_token,
             token_url,
+            secrets=(code, code_verifier, _plain(client_secret)),
             grant_type="authorization_code",
             code=code,
             code_verifier=code_verifier,

@@ -451,7 +451,8 @@ async def test_no_secret_appears_in_logs_payloads_events_or_errors(
         grants.revoke_all()  # a refused token, a refresh, a retried login
         await reconnect(ex)
         assert (await sync_inbox(store)).status is JobStatus.COMPLETED
-        fake.revoke_refresh_token()  # then a refused refresh
+        fake.revoke_refresh_token()  # then a refused refresh...
+        fake.echo_requests = True  # ...whose error repeats the request, secrets and all
         grants.revoke_all()
         await reconnect(ex)
         assert (await sync_inbox(store)).status is JobStatus.FAILED

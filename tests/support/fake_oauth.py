@@ -48,6 +48,10 @@ class FakeOAuthServer:
     refreshes: int = 0  # refresh-token grants answered with a token
     refused: int = 0  # grants answered with an error
     code_exchanges: int = 0
+    # Like some real endpoints: a refusal repeats the request (its secrets
+    # included) in its error_description, which must never be passed on.
+    echo_requests: bool = False
+    _last_request: str = ""
     refresh_tokens: dict[str, bool] = field(default_factory=dict)  # token -> still valid
     access_tokens: list[str] = field(default_factory=list)
     _codes: dict[str, _Code] = field(default_factory=dict)
@@ -161,7 +165,9 @@ class FakeOAuthServer:
 
     def _token(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
-        form = {k: v[0] for k, v in parse_qs(h.rfile.read(length).decode()).items()}
+        body = h.rfile.read(length).decode()
+        self._last_request = body
+        form = {k: v[0] for k, v in parse_qs(body).items()}
         client = self._client(h, form)
         if client is None:
             return self._refuse(h, 401, "invalid_client", "Unauthorized")
@@ -216,6 +222,8 @@ class FakeOAuthServer:
         _send(h, 200, body)
 
     def _refuse(self, h: BaseHTTPRequestHandler, status: int, error: str, text: str) -> None:
+        if self.echo_requests:
+            text = f"{text} Bad request: {self._last_request}"
         self.refused += 1
         _send(h, status, {"error": error, "error_description": text})
 
