@@ -641,7 +641,7 @@ def main() -> None:
         old_prefix = box.old_prefix_bytes / box.count
         print(
             f"bytes per message    : {fetched / n_sync / 1024:.1f} KiB fetched by the first sync "
-            f"(header + {BODY_PREFIX_BYTES // 1024} KiB body prefix; budget 16 KiB), "
+            f"(header fields + {BODY_PREFIX_BYTES // 1024} KiB body prefix; budget 16 KiB), "
             f"{old_prefix / 1024:.1f} KiB with the former 64 KiB prefix "
             f"({fetched / n_sync / old_prefix:.2f}x), {whole / 1024:.1f} KiB whole messages"
         )

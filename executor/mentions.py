@@ -1,6 +1,6 @@
 """Whether a message mentions the person, for the part of it never downloaded.
 
-Sync fetches the header and a prefix of each body (`BODY.PEEK[TEXT]<0.N>`), so
+Sync fetches the header fields it reads and a prefix of each body (`BODY.PEEK[TEXT]<0.N>`), so
 a mention past the cut is invisible to the parser. For those messages only, the
 fetching thread asks the server:
 

@@ -48,10 +48,15 @@ class RawMessage:
     gm_msgid: int | None = None
     gm_thrid: int | None = None
     gm_labels: tuple[str, ...] | None = None
+    # Whether the body was cut at the fetch's prefix (None: not known). The sync
+    # fetches only the header fields it reads, so `size` no longer tells.
+    cut: bool | None = None
 
     @property
     def truncated(self) -> bool:
-        """Less was fetched than the message holds (or its size is unknown)."""
+        """Part of the body was not fetched (or that is not known)."""
+        if self.cut is not None:
+            return self.cut
         return self.size is None or self.size > len(self.body)
 
 

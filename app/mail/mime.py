@@ -79,6 +79,31 @@ _TAG_LIKE = re.compile(r"<[a-zA-Z/]")
 # Plain-text tidying. Python's regex engine costs ~25 ns per character for a
 # character class even where nothing matches, so whitespace is normalised with
 # `in` and str.replace (C speed, and usually nothing to do) instead.
+# The top-level header fields the parser reads (`_parse`), and so all a sync
+# fetches of a message's header (executor/handlers/sync.py). Received, DKIM,
+# ARC and the provider's own fields often come to several KB and are read by
+# nothing here: fetched whole, they pushed a first sync of real Gmail mail past
+# 16 KB per message (SPEC §9). A field added to `_parse` goes here too
+# (tests/unit/test_header_fields.py checks it).
+HEADER_FIELDS = (
+    "From",
+    "To",
+    "Cc",
+    "Reply-To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "List-Id",
+    "List-Unsubscribe",
+    "Precedence",
+    "Auto-Submitted",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "Content-Disposition",
+)
 _INVISIBLE = ("\u00ad", "\u034f", "\u200b", "\u2060", "\ufeff")  # newsletter padding
 _ODD_SPACES = ("\xa0", "\u1680", *map(chr, range(0x2000, 0x200B)), "\u202f", "\u205f", "\u3000")
 _ODD_BREAKS = ("\x85", "\u2028", "\u2029")

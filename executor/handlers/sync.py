@@ -27,6 +27,7 @@ from typing import Any
 
 import imapclient
 
+from app.mail.mime import HEADER_FIELDS
 from executor import gmail as gmail_ops
 from executor import mirror_writes as mirror
 from executor.context import JobContext, PermanentJobError
@@ -41,16 +42,19 @@ from executor.sync_pipeline import BatchPipeline, YieldGate
 log = logging.getLogger(__name__)
 
 # What a sync downloads of each message (SPEC §9: at most 16 KB per message on
-# average; Gmail allows 2,500 MB of IMAP download a day): the whole header, whatever
-# its size (To and CC decide AGENTS.md rule 2, so they are never cut), and the
-# first BODY_PREFIX_BYTES of the body. A name past the cut is asked of the
-# server with UID SEARCH BODY (executor/mentions.py), which downloads nothing.
+# average; Gmail allows 2,500 MB of IMAP download a day): the header fields the
+# parser reads, whole, whatever their size (To and CC decide AGENTS.md rule 2,
+# so they are never cut), not the Received/DKIM/ARC lines that are most of a
+# real header, and the first BODY_PREFIX_BYTES of the body. A name past the cut
+# is asked of the server with UID SEARCH BODY (executor/mentions.py), which
+# downloads nothing.
 BODY_PREFIX_BYTES = 12288
+HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]"
 FETCH_ITEMS = [
     "FLAGS",
     "INTERNALDATE",
     "RFC822.SIZE",
-    "BODY.PEEK[HEADER]",
+    HEADER_ITEM,
     f"BODY.PEEK[TEXT]<0.{BODY_PREFIX_BYTES}>",
 ]
 SKIPPED_SPECIAL_USE = {b"\\NOSELECT", b"\\NONEXISTENT", b"\\ALL", b"\\JUNK", b"\\TRASH"}
@@ -82,19 +86,24 @@ def _modseq(data: dict[bytes, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
-def _body(data: dict[bytes, Any]) -> bytes:
-    """The header (which ends with its blank line, RFC 3501 §6.4.5) followed by
-    the body prefix: the message as far as it was fetched."""
-    header = data.get(b"BODY[HEADER]")
+def _body(data: dict[bytes, Any]) -> tuple[bytes, bool | None]:
+    """The header fields (which end with their blank line, RFC 3501 §6.4.5)
+    followed by the body prefix: the message as far as the parser needs it; and
+    whether the body was cut at the prefix (None: not known)."""
+    header = next(
+        (v for k, v in data.items() if k.startswith(b"BODY[HEADER") and isinstance(v, bytes)),
+        None,
+    )
     text = next(
         (v for k, v in data.items() if k.startswith(b"BODY[TEXT]") and isinstance(v, bytes)), None
     )
-    if isinstance(header, bytes):
-        return header + (text or b"")
+    cut = len(text) >= BODY_PREFIX_BYTES if text is not None else None
+    if header is not None:
+        return header + (text or b""), cut
     for key, value in data.items():
         if key.startswith(b"BODY[") and isinstance(value, bytes):
-            return value
-    return b""
+            return value, None
+    return b"", None
 
 
 def fetch_raw(
@@ -111,6 +120,7 @@ def fetch_raw(
             problems.append({"uid": uid, "problem": "expunged before it could be fetched"})
             continue
         internal = data.get(b"INTERNALDATE")
+        body, cut = _body(data)
         raws.append(
             RawMessage(
                 uid=uid,
@@ -119,7 +129,8 @@ def fetch_raw(
                 internal_date=internal.astimezone(UTC) if isinstance(internal, datetime) else None,
                 size=data.get(b"RFC822.SIZE"),
                 modseq=_modseq(data),
-                body=_body(data),
+                body=body,
+                cut=cut,
                 gm_msgid=gmail_ops.as_msgid(data.get(b"X-GM-MSGID")) if gmail else None,
                 gm_thrid=gmail_ops.as_msgid(data.get(b"X-GM-THRID")) if gmail else None,
                 gm_labels=gmail_ops.decode_labels(data.get(b"X-GM-LABELS")) if gmail else None,
