@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
+
 from app.config import ImapAccount, Settings, SettingsError, load_settings
 from app.db.connect import resolve_database_url
 from app.db.migrate import MigrationMismatch, migrate
@@ -36,6 +38,30 @@ async def _with_store(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -
         return await fn(JobStore(pool))
     finally:
         await pool.close()
+
+
+def positive_int(value: str) -> int:
+    """argparse type: a whole number from 1 up (a limit, a count of attempts)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
+def _payload(value: str) -> dict[str, Any]:
+    """argparse type: a JSON object (a list or a string would fail the job later)."""
+    try:
+        payload = json.loads(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise argparse.ArgumentTypeError(
+            'must be a JSON object, such as \'{"folders": ["INBOX"]}\''
+        )
+    return payload
 
 
 def _job_id(value: str) -> uuid.UUID:
@@ -70,7 +96,7 @@ def cmd_jobs_enqueue(settings: Settings, args: argparse.Namespace) -> int:
             "error: mutation jobs are enqueued only from an approval in the chat", file=sys.stderr
         )
         return 2
-    payload: dict[str, Any] = json.loads(args.payload) if args.payload else {}
+    payload: dict[str, Any] = dict(args.payload or {})
     if args.folder:
         payload["folders"] = args.folder
 
@@ -128,6 +154,8 @@ def cmd_jobs_cancel(settings: Settings, args: argparse.Namespace) -> int:
             )
             return 1
         _print_job(job)
+        if job.status is JobStatus.RUNNING:
+            print("cancel requested: it stops at its next batch boundary")
         return 0
 
     return asyncio.run(_with_store(settings, go))
@@ -293,15 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument(
         "--folder", action="append", help="folder to sync (repeatable; default all)"
     )
-    enqueue.add_argument("--payload", help="JSON payload")
+    enqueue.add_argument("--payload", type=_payload, help="JSON object payload")
     enqueue.add_argument("--idempotency-key")
-    enqueue.add_argument("--max-attempts", type=int, default=3)
+    enqueue.add_argument("--max-attempts", type=positive_int, default=3)
     enqueue.add_argument("-q", "--quiet", action="store_true", help="print only the job id")
     enqueue.set_defaults(fn=cmd_jobs_enqueue)
 
     listing = jobs.add_parser("list", help="recent jobs")
     listing.add_argument("--status", choices=[s.value for s in JobStatus])
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=positive_int, default=50)
     listing.set_defaults(fn=cmd_jobs_list)
 
     for name, fn, help_text in (
@@ -321,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host")
     run.add_argument("--port", type=int)
-    run.add_argument("--workers", type=int, default=3)
+    run.add_argument("--workers", type=positive_int, default=3)
     run.add_argument("--demo-messages", type=int, default=300)
     run.set_defaults(fn=cmd_run)
 
@@ -344,6 +372,17 @@ def main(argv: list[str] | None = None) -> None:
     except MigrationMismatch as exc:
         print(f"error: refusing to start: {exc}", file=sys.stderr)
         sys.exit(3)
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        # Unreachable, missing, or not a database URL at all: one line, no traceback.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: cannot use the database: {reason}", file=sys.stderr)
+        sys.exit(3)
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C (e.g. leaving `jobs watch`): quietly, as shells expect
+    except BrokenPipeError:
+        # `secretary jobs list | head`: the reader left; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ import sys
 
 import psycopg
 
+from app.cli import positive_int
 from app.config import SettingsError, load_settings
 from app.db.connect import resolve_database_url
 from app.db.migrate import MigrationMismatch, migrate
+from app.jobs.models import JobType
 from app.logs import configure_logging
 from executor.account import NoAccountConfigured, configured_account
 from executor.app import Executor
@@ -25,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="imap-executor", description=__doc__)
     parser.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=3,
         help="worker count, each with its own IMAP connection (default 3)",
     )
@@ -39,7 +41,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds in-flight jobs may finish after SIGTERM before they are released",
     )
     parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.job_types:
+        known = {t.value for t in JobType}
+        unknown = sorted(set(args.job_types.split(",")) - known)
+        if unknown:  # an executor that takes no job would wait for ever, silently
+            parser.error(
+                f"unknown job type(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+    return args
 
 
 async def amain(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -53,3 +55,43 @@ def test_mutations_cannot_be_enqueued_from_the_cli(database_url: str, job_type: 
 def test_bad_job_id_is_a_clear_error(database_url: str) -> None:
     r = secretary(database_url, "jobs", "show", "not-a-uuid")
     assert r.returncode != 0 and "not a job id" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("jobs", "enqueue", "sync", "--payload", "notjson"), "not valid JSON"),
+        (("jobs", "enqueue", "sync", "--payload", "[1, 2]"), "must be a JSON object"),
+        (("jobs", "enqueue", "sync", "--max-attempts", "0"), "must be 1 or more"),
+        (("jobs", "list", "--limit", "-1"), "must be 1 or more"),
+        (("run", "--workers", "0"), "must be 1 or more"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors_not_tracebacks(
+    database_url: str, args: tuple[str, ...], says: str
+) -> None:
+    r = secretary(database_url, *args)
+    assert r.returncode == 2 and says in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("url", ["postgresql://postgres@127.0.0.1:1/nowhere", "not a database url"])
+def test_a_database_it_cannot_use_is_a_one_line_error(url: str) -> None:
+    r = secretary(url, "jobs", "list")
+    assert r.returncode == 3 and r.stderr.startswith("error: cannot use the database"), r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_leaving_watch_with_ctrl_c_is_quiet(database_url: str) -> None:
+    job_id = secretary(database_url, "jobs", "enqueue", "sync", "-q").stdout.strip()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "jobs", "watch", job_id],
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # it is following the pending job
+    watch.send_signal(signal.SIGINT)
+    _out, err = watch.communicate(timeout=30)
+    assert watch.returncode == 130 and "Traceback" not in err, err
