@@ -317,6 +317,16 @@ async def test_a_provider_that_does_not_answer_in_time(
     assert (await chat.send(turn.thread_id, "hello?")).messages[-1].text == "Sorry for the wait."
 
 
+async def streamed_turn(chat: ChatService, thread_id: str | None, text: str) -> ChatTurn:
+    """A turn as the page runs it (streamed), to its end."""
+    turn = None
+    async for item in chat.stream_send(thread_id, text):
+        if isinstance(item, ChatTurn):
+            turn = item
+    assert turn is not None
+    return turn
+
+
 async def test_a_provider_that_keeps_sending_a_little_is_cut_off_at_the_deadline(
     pool: Any, store: JobStore, fake: FakeOpenAI
 ) -> None:
@@ -326,11 +336,8 @@ async def test_a_provider_that_keeps_sending_a_little_is_cut_off_at_the_deadline
     chat = await make_chat(pool, store, chat_timeout=0.5, chat_max_retries=0)
     fake.script(text("and " * 2000, delay=0.05))  # 100 s of tokens
     began = time.monotonic()
-    turn = None
-    async for item in chat.stream_send(None, "hello?"):
-        if isinstance(item, ChatTurn):
-            turn = item
-    assert turn is not None and time.monotonic() - began < 15
+    turn = await streamed_turn(chat, None, "hello?")
+    assert time.monotonic() - began < 15
     assert "did not answer in time" in turn.messages[-1].text
     fake.script(text("Sorry for the wait."))
     assert (await chat.send(turn.thread_id, "hello?")).messages[-1].text == "Sorry for the wait."
@@ -364,18 +371,13 @@ async def test_a_tool_call_whose_stream_was_cut_is_malformed_not_a_card(
     the model never finished asking for."""
     args = {"messages": ["INBOX:1:1", "INBOX:1:2"], "target_folder": "Archive"}
     fake.script(Calls((("move_emails", json.dumps(args)),), cut=True))
-    turn = None
-    async for item in chat.stream_send(None, "move them"):
-        if isinstance(item, ChatTurn):
-            turn = item
-    assert turn is not None and turn.interrupt is None
+    turn = await streamed_turn(chat, None, "move them")
+    assert turn.interrupt is None
     assert turn.messages[-1].text == MALFORMED
     assert await all_jobs(store) == []
     # The same call, streamed whole: a card as ever.
     fake.script(Calls((("move_emails", json.dumps(args)),)))
-    async for item in chat.stream_send(turn.thread_id, "move them"):
-        if isinstance(item, ChatTurn):
-            turn = item
+    turn = await streamed_turn(chat, turn.thread_id, "move them")
     assert turn.interrupt is not None or turn.messages[-1].text != MALFORMED
 
 

@@ -94,25 +94,36 @@ async def test_label_and_flag_changes_made_on_the_server_reach_the_mirror(
     assert after["message 2"]["labels"] == before["message 2"]["labels"]
 
 
+LONG_BODY = "quarterly figures and more figures " * 3000  # ~100 KB: cut by the prefix
+
+
+async def first_sync_at_the_double(
+    store: JobStore, pool: Any, messages: list[GmailMessage]
+) -> tuple[dict[str, Any], int]:
+    """The first sync of `messages` on a fresh double: its summary, and the bytes
+    the double sent for it."""
+    with double(messages) as d:
+        summary = await sync(store, pool, d)
+        sent = d.stats()["bytesSent"]
+    assert summary["messages_fetched"] == len(messages)
+    return summary, sent
+
+
 async def test_a_first_sync_downloads_at_most_16_kb_per_message_on_average(
     store: JobStore, pool: Any
 ) -> None:
     """Measured at the double (body bytes it sent) and by the sync itself."""
     seeds = generate_mailbox(120, seed=11)
-    long_body = "quarterly figures and more figures " * 3000  # ~100 KB: cut by the prefix
     messages = [GmailMessage(m.raw.decode("utf-8", "replace")) for m in seeds]
     messages += [
         GmailMessage(
             f"From: Reports <r@ops.example>\r\nTo: team@ops.example\r\nSubject: long {i}\r\n"
-            f"Message-ID: <long{i}@ops.example>\r\n\r\n{long_body}\r\n"
+            f"Message-ID: <long{i}@ops.example>\r\n\r\n{LONG_BODY}\r\n"
         )
         for i in range(30)
     ]
-    with double(messages) as d:
-        summary = await sync(store, pool, d)
-        sent = d.stats()["bytesSent"]
+    summary, sent = await first_sync_at_the_double(store, pool, messages)
     n = summary["messages_fetched"]
-    assert n == len(messages)
     per_message = sent / n
     print(
         f"\nfirst sync: {per_message / 1024:.1f} KiB/message at the double, "
@@ -137,20 +148,16 @@ async def test_newsletters_with_kilobytes_of_trace_headers_stay_under_16_kb_each
         for n in range(40)
     )
     assert len(trace) > 6000
-    long_body = "quarterly figures and more figures " * 3000
     messages = [
         GmailMessage(
             f"{trace}From: News <n@news.example>\r\nTo: subscribers@news.example, "
             f"alex.roy@example.com\r\nSubject: heavy {i}\r\n"
-            f"Message-ID: <heavy{i}@news.example>\r\n\r\n{long_body}\r\n"
+            f"Message-ID: <heavy{i}@news.example>\r\n\r\n{LONG_BODY}\r\n"
         )
         for i in range(40)
     ]
-    with double(messages) as d:
-        summary = await sync(store, pool, d)
-        sent = d.stats()["bytesSent"]
+    summary, sent = await first_sync_at_the_double(store, pool, messages)
     n = summary["messages_fetched"]
-    assert n == len(messages)
     print(f"\nheavy headers: {sent / n / 1024:.1f} KiB/message at the double")
     assert sent / n <= 16 * 1024
     async with pool.connection() as conn:
